@@ -1,0 +1,1 @@
+"""opti-vgi: smart charging that keeps a site under its power limit."""

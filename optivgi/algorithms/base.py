@@ -1,0 +1,130 @@
+"""The planning problem every algorithm sees, and the algorithm interface.
+
+An algorithm never sees a CSMS, a translation or a clock: it gets a :class:`Problem` (plain numpy
+arrays, one entry per EV and per step) and returns a power matrix in kW. The same code therefore
+runs on a scenario file, on the built-in simulator and on a live site.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime
+from typing import ClassVar
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Algorithm", "FloatArray", "IntArray", "Problem"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def _as_float(value: object) -> FloatArray:
+    return np.ascontiguousarray(np.asarray(value, dtype=np.float64))
+
+
+def _as_int(value: object) -> IntArray:
+    return np.ascontiguousarray(np.asarray(value, dtype=np.int64))
+
+
+@attrs.frozen(eq=False)
+class Problem:
+    """A site's planning problem, vectorised: ``n`` EVs over ``T`` steps.
+
+    Step ``k`` covers ``[start + k*resolution_s, start + (k+1)*resolution_s)``. EV ``i`` may draw
+    power only in steps ``first_step[i] <= k < end_step[i]`` (its window; empty when
+    ``end_step[i] <= first_step[i]``), and in such a step it draws either exactly 0 kW or a power in
+    ``[min_power_kw[i], max_power_kw[i]]``. In every step the sum over EVs must not exceed
+    ``site_limit_kw[k]``.
+
+    Attributes:
+        ids: EV identifiers, one per row of the schedule.
+        start: start of step 0 (timezone-aware UTC).
+        resolution_s: step length [s].
+        site_limit_kw: ``(T,)`` site limit per step [kW], >= 0.
+        energy_kwh: ``(n,)`` energy still needed by departure [kWh], >= 0.
+        min_power_kw: ``(n,)`` least power when charging [kW], >= 0.
+        max_power_kw: ``(n,)`` most power [kW], >= ``min_power_kw``.
+        first_step: ``(n,)`` first step of the window (inclusive), in ``[0, T]``.
+        end_step: ``(n,)`` end of the window (exclusive), in ``[0, T]``.
+        price_per_kwh: ``(T,)`` energy price per step, or ``None``.
+    """
+
+    ids: tuple[str, ...] = attrs.field(converter=tuple)
+    start: datetime
+    resolution_s: int
+    site_limit_kw: FloatArray = attrs.field(converter=_as_float)
+    energy_kwh: FloatArray = attrs.field(converter=_as_float)
+    min_power_kw: FloatArray = attrs.field(converter=_as_float)
+    max_power_kw: FloatArray = attrs.field(converter=_as_float)
+    first_step: IntArray = attrs.field(converter=_as_int)
+    end_step: IntArray = attrs.field(converter=_as_int)
+    price_per_kwh: FloatArray | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_as_float)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        n, t = len(self.ids), self.site_limit_kw.shape[0] if self.site_limit_kw.ndim == 1 else -1
+        if self.resolution_s <= 0:
+            raise ValueError(f"'resolution_s' must be > 0, got {self.resolution_s}")
+        if self.site_limit_kw.ndim != 1:
+            raise ValueError("'site_limit_kw' must be one-dimensional (one limit per step)")
+        for name in ("energy_kwh", "min_power_kw", "max_power_kw", "first_step", "end_step"):
+            arr = getattr(self, name)
+            if arr.shape != (n,):
+                raise ValueError(f"'{name}' must have shape ({n},), got {arr.shape}")
+        for name in ("site_limit_kw", "energy_kwh", "min_power_kw", "max_power_kw"):
+            arr = getattr(self, name)
+            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                raise ValueError(f"'{name}' must be finite and >= 0")
+        if np.any(self.max_power_kw < self.min_power_kw):
+            raise ValueError("'max_power_kw' must be >= 'min_power_kw' for every EV")
+        if np.any(self.first_step < 0) or np.any(self.end_step > t) or np.any(self.first_step > t):
+            raise ValueError(f"'first_step'/'end_step' must lie in [0, {t}]")
+        if self.price_per_kwh is not None and self.price_per_kwh.shape != (t,):
+            raise ValueError(f"'price_per_kwh' must have shape ({t},), got {self.price_per_kwh.shape}")
+        if len(set(self.ids)) != n:
+            raise ValueError("'ids' must be unique")
+
+    @property
+    def n_evs(self) -> int:
+        """Number of EVs (rows of the schedule)."""
+        return len(self.ids)
+
+    @property
+    def n_steps(self) -> int:
+        """Number of steps (columns of the schedule)."""
+        return int(self.site_limit_kw.shape[0])
+
+    @property
+    def step_hours(self) -> float:
+        """Step length [h]: energy [kWh] = power [kW] * ``step_hours``."""
+        return self.resolution_s / 3600.0
+
+    def window_mask(self) -> npt.NDArray[np.bool_]:
+        """``(n, T)`` boolean mask, True where an EV may draw power."""
+        k = np.arange(self.n_steps)
+        return (k[None, :] >= self.first_step[:, None]) & (k[None, :] < self.end_step[:, None])
+
+    def zeros(self) -> FloatArray:
+        """An all-zero ``(n, T)`` schedule."""
+        return np.zeros((self.n_evs, self.n_steps))
+
+
+class Algorithm(abc.ABC):
+    """A scheduling algorithm: turns a :class:`Problem` into a power matrix.
+
+    Subclasses set :attr:`name` and implement :meth:`solve`. They are registered under the
+    ``optivgi.algorithms`` entry-point group and instantiated without arguments (options have
+    defaults). Whatever :meth:`solve` returns is checked by
+    :func:`optivgi.algorithms.validate.validate_schedule` before it is used; an algorithm should
+    nevertheless honour every limit itself.
+    """
+
+    name: ClassVar[str] = "unnamed"
+
+    @abc.abstractmethod
+    def solve(self, problem: Problem) -> FloatArray:
+        """Return the ``(n_evs, n_steps)`` power schedule in kW for ``problem``."""

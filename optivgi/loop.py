@@ -1,0 +1,254 @@
+"""The scheduling loop: one cycle per trigger and per period, never dying.
+
+A cycle, for each station group: read EVs and limits from the translation, plan with the
+configured algorithm (falling back to ``equal-share`` when it fails), validate, build one OCPP
+charging profile per EV, and send them. Triggers (charging events pushed by a translation or a
+listener through :meth:`Scheduler.trigger`) and the periodic timer, aligned to the interval,
+start cycles; triggers arriving in a burst are coalesced into one cycle. An exception in a
+cycle is logged with its context and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import attrs
+import numpy as np
+
+from optivgi.algorithms.base import Algorithm
+from optivgi.clock import Clock, SystemClock
+from optivgi.config import Settings
+from optivgi.models.ev import EV
+from optivgi.models.profile import ChargingProfile
+from optivgi.models.schedule import PowerSchedule
+from optivgi.models.site import SiteConstraints
+from optivgi.planner import build_problem, plan
+from optivgi.translation import SendOutcome, Translation
+
+__all__ = ["CycleReport", "GroupResult", "Scheduler"]
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.define
+class GroupResult:
+    """What one cycle did for one station group."""
+
+    group: str
+    evs: list[EV] = attrs.field(factory=list)
+    site_limit_kw: float = 0.0
+    schedule: PowerSchedule | None = None
+    profiles: dict[str, ChargingProfile] = attrs.field(factory=dict)
+    outcomes: dict[str, SendOutcome] = attrs.field(factory=dict)
+    error: str | None = None
+
+    def first_step_kw(self) -> dict[str, float]:
+        """Planned power [kW] of each EV in the first step."""
+        if self.schedule is None or self.schedule.n_steps == 0:
+            return {}
+        return {ev_id: float(p) for ev_id, p in zip(self.schedule.ev_ids, self.schedule.power_kw[:, 0], strict=True)}
+
+
+@attrs.define
+class CycleReport:
+    """What one cycle did, group by group."""
+
+    reason: str
+    now: datetime
+    groups: dict[str, GroupResult] = attrs.field(factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no group failed."""
+        return all(g.error is None for g in self.groups.values())
+
+
+def _planning_start(now: datetime) -> datetime:
+    return now.replace(microsecond=0)
+
+
+class Scheduler:
+    """Runs scheduling cycles for a translation with an algorithm.
+
+    Args:
+        translation: an entered (``with``) translation.
+        algorithm: the algorithm to plan with.
+        settings: validated settings (groups, resolution, horizon, interval, unit).
+        clock: time source (default: the wall clock).
+        on_cycle: called with each :class:`CycleReport` (for printing or tests).
+        coalesce_s: after a trigger, further triggers within this many seconds [clock time]
+            are merged into the same cycle.
+    """
+
+    def __init__(
+        self,
+        translation: Translation,
+        algorithm: Algorithm,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        on_cycle: Callable[[CycleReport], None] | None = None,
+        coalesce_s: float = 0.2,
+    ) -> None:
+        self.translation = translation
+        self.algorithm = algorithm
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.on_cycle = on_cycle
+        self.coalesce_s = coalesce_s
+        self.cycles = 0
+        self.failed_cycles = 0
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+
+    # -- triggers -------------------------------------------------------------------------
+    def trigger(self, reason: str) -> None:
+        """Ask for a cycle as soon as possible (thread-safe)."""
+        self._queue.put(reason)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the cycle in progress (thread-safe)."""
+        self._stop.set()
+        self._queue.put("")
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    # -- one cycle -------------------------------------------------------------------------
+    def _profiles(self, evs: list[EV], schedule: PowerSchedule) -> dict[EV, ChargingProfile]:
+        unit = self.settings.charging_rate_unit
+        profiles: dict[EV, ChargingProfile] = {}
+        for ev, row in zip(evs, schedule.power_kw, strict=True):
+            ev.power = [float(p) for p in row]
+            profiles[ev] = ChargingProfile.from_power(
+                row,
+                start=schedule.start,
+                resolution_s=schedule.resolution_s,
+                unit=unit,
+                voltage=ev.voltage,
+                phases=ev.phases,
+                charging_profile_id=100 + ev.connector_id,
+                stack_level=1,
+                transaction_id=ev.transaction_id,
+            )
+        return profiles
+
+    def _run_group(self, group: str, now: datetime) -> GroupResult:
+        result = GroupResult(group)
+        evs, voltage = self.translation.get_evs(group)
+        result.evs = list(evs)
+        limits = self.translation.get_peak_power_demand(group, now, voltage)
+        site = SiteConstraints(limits)
+        problem = build_problem(result.evs, site, now, resolution_s=self.settings.resolution_s,
+                                n_steps=self.settings.n_steps)
+        result.site_limit_kw = float(problem.site_limit_kw[0]) if problem.n_steps else 0.0
+        schedule = plan(problem, self.algorithm)
+        result.schedule = schedule
+        if schedule.note:
+            logger.warning("group %s: %s", group, schedule.note)
+        profiles = self._profiles(result.evs, schedule)
+        result.profiles = {str(ev.ev_id): p for ev, p in profiles.items()}
+        if not profiles:
+            return result
+        outcomes = self.translation.send_power_to_evs(profiles, self.settings.charging_rate_unit)
+        if outcomes is None:
+            result.outcomes = {str(ev.ev_id): SendOutcome.APPLIED for ev in profiles}
+        else:
+            result.outcomes = {str(k): SendOutcome(v) for k, v in outcomes.items()}
+            for ev_id, outcome in result.outcomes.items():
+                if outcome is not SendOutcome.APPLIED:
+                    logger.warning("group %s: profile for EV %s was %s", group, ev_id, outcome.value)
+        return result
+
+    def run_cycle(self, reason: str = "manual") -> CycleReport:
+        """Run one cycle for every group now; never raises for a group's failure."""
+        t0 = time.perf_counter()
+        now = _planning_start(self.clock.now())
+        report = CycleReport(reason, now)
+        for group in self.settings.station_groups:
+            try:
+                report.groups[group] = self._run_group(group, now)
+            except Exception as exc:  # one group's failure must not stop the others or the loop
+                logger.exception("cycle (%s) failed for group %s at %s", reason, group, now.isoformat())
+                report.groups[group] = GroupResult(group, error=f"{type(exc).__name__}: {exc}")
+        report.seconds = time.perf_counter() - t0
+        self.cycles += 1
+        if not report.ok:
+            self.failed_cycles += 1
+        logger.info("cycle %d (%s) done in %.3f s", self.cycles, reason, report.seconds)
+        if self.on_cycle is not None:
+            try:
+                self.on_cycle(report)
+            except Exception:
+                logger.exception("on_cycle callback failed")
+        return report
+
+    # -- the loop --------------------------------------------------------------------------
+    def _next_tick(self, now: datetime) -> datetime:
+        interval = self.settings.interval_s
+        epoch = now.timestamp()
+        return datetime.fromtimestamp(math.floor(epoch / interval + 1) * interval, tz=now.tzinfo)
+
+    def _wait(self, deadline: datetime) -> str | None:
+        """Block until a trigger (returned) or ``deadline`` (None)."""
+        remaining = (deadline - self.clock.now()).total_seconds()
+        if remaining <= 0:
+            return None
+        try:
+            return self._queue.get(timeout=self.clock.real_seconds(remaining))
+        except queue.Empty:
+            return None
+
+    def _drain(self, first: str) -> str:
+        """Merge triggers arriving within ``coalesce_s`` of ``first`` into one reason."""
+        reasons = [first]
+        deadline = time.monotonic() + self.clock.real_seconds(self.coalesce_s)
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                reasons.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                break
+        reasons = [r for r in reasons if r]
+        if len(reasons) > 1:
+            return f"{reasons[0]} (+{len(reasons) - 1} coalesced)"
+        return reasons[0] if reasons else ""
+
+    def run(self, *, once: bool = False, max_cycles: int | None = None) -> None:
+        """Run cycles until :meth:`stop` (or once, or ``max_cycles``).
+
+        The first cycle runs at once; then one runs on each trigger and at each multiple of
+        the interval.
+        """
+        self.run_cycle("start")
+        if once:
+            return
+        tick = self._next_tick(self.clock.now())
+        while not self._stop.is_set():
+            if max_cycles is not None and self.cycles >= max_cycles:
+                return
+            reason = self._wait(tick)
+            if self._stop.is_set():
+                return
+            if reason is None:
+                now = self.clock.now()
+                if now < tick:
+                    continue
+                tick = self._next_tick(now)
+                self.run_cycle("timer")
+            else:
+                reason = self._drain(reason)
+                if self._stop.is_set():
+                    return
+                if reason:
+                    self.run_cycle(reason)
+                    if self.clock.now() >= tick:
+                        tick = self._next_tick(self.clock.now())

@@ -1,0 +1,99 @@
+"""From EV sessions and site limits to a validated schedule.
+
+:func:`build_problem` turns sessions into the vectorised :class:`~optivgi.algorithms.Problem`;
+:func:`plan` runs an algorithm on it, checks the result with the shared validator and, when the
+algorithm fails or breaks a rule, falls back to ``equal-share`` for that call so a safe schedule
+always comes out.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+
+from optivgi.algorithms.base import Algorithm, Problem
+from optivgi.algorithms.validate import validate_schedule
+from optivgi.errors import OptiVGIError, ScheduleValidationError
+from optivgi.models.ev import EV, to_utc
+from optivgi.models.schedule import PowerSchedule
+from optivgi.models.site import SiteConstraints
+
+__all__ = ["build_problem", "plan", "step_window"]
+
+logger = logging.getLogger(__name__)
+
+
+def step_window(arrival: datetime, departure: datetime, now: datetime, resolution_s: int, n_steps: int) -> tuple[int, int]:
+    """Steps ``[first, end)`` whose start lies in ``[arrival, departure)``, clipped to the horizon."""
+    a = (to_utc(arrival) - now).total_seconds() / resolution_s
+    d = (to_utc(departure) - now).total_seconds() / resolution_s
+    first = min(max(math.ceil(a - 1e-9), 0), n_steps)
+    end = min(max(math.ceil(d - 1e-9), 0), n_steps)
+    return first, max(end, first)
+
+
+def build_problem(
+    evs: Sequence[EV],
+    site: SiteConstraints,
+    now: datetime,
+    *,
+    resolution_s: int = 60,
+    n_steps: int = 480,
+) -> Problem:
+    """Vectorise ``evs`` and ``site`` into a :class:`Problem` starting at ``now``.
+
+    Raises:
+        ValueError: two sessions share an ``ev_id``.
+    """
+    now = to_utc(now)
+    ids = [str(ev.ev_id) for ev in evs]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"'ev_id' must be unique, got duplicates {dup}")
+    windows = [step_window(ev.arrival_time, ev.departure_time, now, resolution_s, n_steps) for ev in evs]
+    return Problem(
+        ids=ids,
+        start=now,
+        resolution_s=resolution_s,
+        site_limit_kw=site.limit_series(n_steps),
+        energy_kwh=[ev.energy_kwh for ev in evs],
+        min_power_kw=[ev.min_power_kw for ev in evs],
+        max_power_kw=[ev.max_power_kw for ev in evs],
+        first_step=[w[0] for w in windows] or np.zeros(0, dtype=np.int64),
+        end_step=[w[1] for w in windows] or np.zeros(0, dtype=np.int64),
+        price_per_kwh=site.price_series(n_steps),
+    )
+
+
+def plan(problem: Problem, algorithm: Algorithm, *, fallback: Algorithm | None = None) -> PowerSchedule:
+    """Solve ``problem`` with ``algorithm`` and return a schedule that passed the validator.
+
+    When the algorithm raises, or its schedule breaks a rule, the error is logged and
+    ``fallback`` (default: ``equal-share``) is used instead; the returned schedule's ``note``
+    says why. An error of the fallback itself propagates: it is a bug, never a reason to send
+    an unchecked schedule.
+    """
+    t0 = time.perf_counter()
+    try:
+        power = algorithm.solve(problem)
+        power = validate_schedule(problem, power)
+        return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, algorithm.name,
+                             time.perf_counter() - t0)
+    except (OptiVGIError, ValueError, ArithmeticError, RuntimeError) as exc:
+        if fallback is None:
+            from optivgi.algorithms.equal_share import EqualShareAlgorithm
+
+            fallback = EqualShareAlgorithm()
+        if fallback.name == algorithm.name:
+            raise
+        level = logging.ERROR if isinstance(exc, ScheduleValidationError) else logging.WARNING
+        logger.log(level, "algorithm %r failed (%s: %s); using %r for this cycle",
+                   algorithm.name, type(exc).__name__, exc, fallback.name)
+        power = validate_schedule(problem, fallback.solve(problem))
+        return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, fallback.name,
+                             time.perf_counter() - t0, note=f"{algorithm.name} failed: {exc}")

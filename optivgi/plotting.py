@@ -1,0 +1,68 @@
+"""Stacked per-EV power plots with the site limit (needs the ``plot`` extra: matplotlib)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from optivgi.errors import OptiVGIError
+
+__all__ = ["plot_stacked_power"]
+
+logger = logging.getLogger(__name__)
+
+
+def plot_stacked_power(
+    times: Sequence[datetime],
+    power_kw: Mapping[str, Sequence[float]],
+    site_limit_kw: Sequence[float] | float,
+    path: str | Path,
+    *,
+    title: str = "Power per EV",
+    step: bool = True,
+) -> Path:
+    """Draw each EV's power [kW] stacked over ``times`` with the site limit line; save as PNG.
+
+    ``times`` are the starts of piecewise-constant segments (``step=True``). Periods where the
+    stack exceeds the limit are shaded red. Returns the written path.
+
+    Raises:
+        OptiVGIError: matplotlib is not installed (``pip install "opti-vgi[plot]"``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise OptiVGIError('plotting needs matplotlib: pip install "opti-vgi[plot]"') from exc
+    path = Path(path)
+    x = list(times)
+    ids = list(power_kw)
+    stack = np.array([np.asarray(power_kw[i], dtype=float) for i in ids]) if ids else np.zeros((0, len(x)))
+    limit = np.broadcast_to(np.asarray(site_limit_kw, dtype=float), (len(x),))
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
+    if ids:
+        ax.stackplot(x, stack, labels=ids, step="post" if step else None, alpha=0.85)
+    ax.step(x, limit, where="post", color="black", linewidth=2, linestyle="--", label="site limit")
+    total = stack.sum(axis=0) if ids else np.zeros(len(x))
+    over = total > limit + 1e-6
+    if np.any(over):
+        ax.fill_between(x, 0, total.max() * 1.05, where=over, step="post", color="red", alpha=0.25,
+                        label="over limit")
+    ax.set_ylabel("power [kW]")
+    ax.set_xlabel("time (UTC)")
+    ax.set_title(title)
+    ax.set_ylim(0, max(float(limit.max()) if len(limit) else 1.0, float(total.max()) if len(total) else 0) * 1.15)
+    ax.legend(loc="upper right", fontsize="small", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    logger.info("plot written to %s", path)
+    return path

@@ -1,0 +1,264 @@
+"""The built-in ``simulated`` translation: a site replayed from a scenario, no CSMS needed.
+
+It behaves like a small OCPP 1.6 site: EVs plug in and leave at the scenario's times on a
+(possibly accelerated) clock, each draws ``min(max power, the limit of its latest profile)``
+until it has its energy, and the planner is not told departure times unless
+``known_departures`` is set (then it assumes the end of the horizon, as a real 1.6 site must).
+A newly plugged EV draws nothing until its first profile arrives (like a connector held at
+0 A by a default profile), so a site already at its limit is never pushed over it by an
+arrival. Energy is integrated exactly between events, and every change of site power is kept
+in :attr:`SimulatedTranslation.timeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, Self
+
+import attrs
+import numpy as np
+
+from optivgi.clock import AcceleratedClock, Clock
+from optivgi.config import Settings
+from optivgi.models.ev import EV, ChargingRateUnit
+from optivgi.models.profile import ChargingProfile
+from optivgi.scenario import Scenario, load_scenario, parse_scenario
+from optivgi.translation import SendOutcome, Translation, TriggerFn
+
+__all__ = ["SimEvent", "SimulatedTranslation", "default_scenario"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_scenario() -> Scenario:
+    """The embedded demo scenario: six 7.2 kW EVs arriving 60 s apart on a 30 kW site."""
+    import json
+
+    text = resources.files("optivgi.data").joinpath("seed-demo.json").read_text(encoding="utf-8")
+    return parse_scenario(json.loads(text))
+
+
+@attrs.frozen
+class SimEvent:
+    """An arrival or departure in the simulation."""
+
+    time: datetime
+    kind: str  # "arrival" or "departure"
+    ev: EV
+
+
+@attrs.define
+class _State:
+    ev: EV
+    delivered_kwh: float = 0.0
+    profile: ChargingProfile | None = None
+
+    def limit_kw(self, t: datetime) -> float:
+        """The profile's limit [kW] in force at ``t`` (0 before the first profile)."""
+        p = self.profile
+        if p is None:
+            return 0.0
+        offset = (t - p.start_schedule).total_seconds()
+        if p.duration is not None and offset >= p.duration:
+            return 0.0
+        current = p.periods[0]
+        for period in p.periods:
+            if period.start_period > offset:
+                break
+            current = period
+        limit = current.limit
+        phases = current.number_phases or self.ev.phases
+        return p.unit.to_kw(limit / 1000.0 if p.unit is ChargingRateUnit.W else limit, self.ev.voltage, phases)
+
+
+class SimulatedTranslation(Translation):
+    """A simulated site driven by a :class:`~optivgi.scenario.Scenario`.
+
+    Args:
+        scenario: what to replay (default: :func:`default_scenario`).
+        clock: simulation clock (default: real time from the scenario's ``now``).
+        known_departures: tell the planner the real departure times.
+        horizon_s: planning horizon [s], used as the assumed departure when unknown.
+        on_event: called with each arrival/departure as it happens.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        *,
+        clock: Clock | None = None,
+        known_departures: bool = False,
+        horizon_s: int = 8 * 3600,
+        on_event: Callable[[SimEvent], None] | None = None,
+    ) -> None:
+        self.scenario = scenario or default_scenario()
+        self.clock: Clock = clock or AcceleratedClock(self.scenario.now, 1.0)
+        self.known_departures = known_departures
+        self.horizon_s = horizon_s
+        self.on_event = on_event
+        self._states = {str(ev.ev_id): _State(ev) for ev in self.scenario.evs}
+        self._lock = threading.RLock()
+        self._t = self.scenario.now
+        self._events = sorted(
+            [SimEvent(ev.arrival_time, "arrival", ev) for ev in self.scenario.evs]
+            + [SimEvent(ev.departure_time, "departure", ev) for ev in self.scenario.evs],
+            key=lambda e: (e.time, e.kind == "arrival"),
+        )
+        self._next_event = 0
+        #: (time, {ev_id: kW}) at every change of drawn power.
+        self.timeline: list[tuple[datetime, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._trigger: TriggerFn | None = None
+        self._record(self._t)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Build from ``OPTIVGI_SCENARIO`` (a scenario file; default: the embedded demo),
+        ``OPTIVGI_SPEED`` (clock speed, default 1) and ``OPTIVGI_KNOWN_DEPARTURES``."""
+        path = settings.get("OPTIVGI_SCENARIO")
+        scenario = load_scenario(Path(path)) if path else default_scenario()
+        speed = settings.get_float("OPTIVGI_SPEED", 1.0, minimum=1e-6) or 1.0
+        known = (settings.get("OPTIVGI_KNOWN_DEPARTURES", "") or "").lower() in ("1", "true", "yes")
+        return cls(scenario, clock=AcceleratedClock(scenario.now, speed), known_departures=known,
+                   horizon_s=settings.horizon_s)
+
+    # -- simulation ------------------------------------------------------------------------
+    def _present(self, st: _State, t: datetime) -> bool:
+        return st.ev.arrival_time <= t < st.ev.departure_time
+
+    def _draw_kw(self, st: _State, t: datetime) -> float:
+        if not self._present(st, t) or st.delivered_kwh >= st.ev.energy_kwh - 1e-9:
+            return 0.0
+        return min(st.ev.max_power_kw, st.limit_kw(t))
+
+    def _powers(self, t: datetime) -> dict[str, float]:
+        return {ev_id: self._draw_kw(st, t) for ev_id, st in self._states.items()}
+
+    def _record(self, t: datetime) -> None:
+        powers = self._powers(t)
+        if not self.timeline or self.timeline[-1][1] != powers:
+            self.timeline.append((t, powers))
+
+    def _boundaries(self, t0: datetime, t1: datetime) -> list[datetime]:
+        points = {t1}
+        for st in self._states.values():
+            for t in (st.ev.arrival_time, st.ev.departure_time):
+                if t0 < t < t1:
+                    points.add(t)
+            p = st.profile
+            if p is not None:
+                for period in p.periods:
+                    t = p.start_schedule + timedelta(seconds=period.start_period)
+                    if t0 < t < t1:
+                        points.add(t)
+        return sorted(points)
+
+    def advance(self, t: datetime) -> None:
+        """Integrate energy up to ``t`` and fire the arrival/departure events passed."""
+        with self._lock:
+            while self._t < t:
+                nxt = self._boundaries(self._t, t)[0]
+                hours = (nxt - self._t).total_seconds() / 3600.0
+                for st in self._states.values():
+                    p = self._draw_kw(st, self._t)
+                    if p > 0:
+                        # An EV stops drawing once its need is met, within the segment too.
+                        st.delivered_kwh = min(st.ev.energy_kwh, st.delivered_kwh + p * hours)
+                self._t = nxt
+                self._record(self._t)
+            while self._next_event < len(self._events) and self._events[self._next_event].time <= t:
+                event = self._events[self._next_event]
+                self._next_event += 1
+                if self.on_event is not None:
+                    self.on_event(event)
+
+    def delivered_kwh(self) -> dict[str, float]:
+        """Energy [kWh] delivered so far to each EV."""
+        with self._lock:
+            return {ev_id: st.delivered_kwh for ev_id, st in self._states.items()}
+
+    def site_power_kw(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Site power [kW] at every recorded change."""
+        return np.array([sum(p.values()) for _, p in self.timeline])
+
+    @property
+    def finished(self) -> bool:
+        """True once every EV has left."""
+        return self._next_event >= len(self._events)
+
+    # -- Translation -----------------------------------------------------------------------
+    def get_evs(self, group_name: str) -> tuple[list[EV], float | None]:
+        """Connected EVs with their remaining need; departure = horizon end unless known."""
+        now = self.clock.now()
+        self.advance(now)
+        horizon_end = now + timedelta(seconds=self.horizon_s)
+        evs: list[EV] = []
+        with self._lock:
+            for ev_id, st in self._states.items():
+                if not self._present(st, now):
+                    continue
+                evs.append(attrs.evolve(
+                    st.ev,
+                    energy=max(st.ev.energy_kwh - st.delivered_kwh, 0.0),
+                    departure_time=st.ev.departure_time if self.known_departures else horizon_end,
+                    transaction_id=ev_id,
+                    power=[],
+                ))
+        return evs, None
+
+    def get_peak_power_demand(self, group_name: str, now: datetime, voltage: float | None = None) -> Sequence[float]:
+        """The scenario's site limit from ``now`` on [kW]."""
+        step = int((now - self.scenario.now).total_seconds() // self.scenario.resolution_s)
+        limits = self.scenario.site.limit_series(self.scenario.n_steps + max(step, 0))
+        return [float(x) for x in limits[max(step, 0):]]
+
+    def send_power_to_evs(
+        self, powers: Mapping[EV, ChargingProfile], unit: ChargingRateUnit | None = None
+    ) -> dict[str, SendOutcome]:
+        """Apply each profile at once (a perfect charger accepts everything it is sent)."""
+        self.advance(self.clock.now())
+        out: dict[str, SendOutcome] = {}
+        with self._lock:
+            for ev, profile in powers.items():
+                st = self._states.get(str(ev.ev_id))
+                if st is None:
+                    logger.warning("profile for unknown EV %s skipped", ev.ev_id)
+                    out[str(ev.ev_id)] = SendOutcome.REJECTED
+                    continue
+                st.profile = profile
+                out[str(ev.ev_id)] = SendOutcome.APPLIED
+            self._record(self._t)
+        return out
+
+    # -- events ----------------------------------------------------------------------------
+    def attach(self, trigger: TriggerFn) -> None:
+        """Trigger a cycle at every arrival and departure, on the simulation clock."""
+        self._trigger = trigger
+        self._thread = threading.Thread(target=self._feed, name="optivgi-sim-events", daemon=True)
+        self._thread.start()
+
+    def _feed(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                pending = self._events[self._next_event:]
+            if not pending:
+                return
+            due = pending[0].time
+            wait = (due - self.clock.now()).total_seconds()
+            if wait > 0 and self._stop.wait(self.clock.real_seconds(wait)):
+                return
+            self.advance(self.clock.now())
+            if self._trigger is not None:
+                self._trigger(f"{pending[0].ev.ev_id} {'arrived' if pending[0].kind == 'arrival' else 'departed'}")
+
+    def teardown(self) -> None:
+        """Stop the event thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
