@@ -47,8 +47,8 @@ def _hhmmss(t: datetime) -> str:
     return t.strftime("%H:%M:%S")
 
 
-def _profile_kw(profile_limit: float, unit: ChargingRateUnit, voltage: float, phases: int) -> float:
-    return unit.to_kw(profile_limit / 1000.0 if unit is ChargingRateUnit.W else profile_limit, voltage, phases)
+def _profile_kw(profile_limit: float, unit: ChargingRateUnit, voltage: float | None, phases: int) -> float:
+    return unit.to_kw(profile_limit / 1000.0 if unit is ChargingRateUnit.W else profile_limit, voltage or 0.0, phases)
 
 
 def run_demo(

@@ -16,10 +16,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import attrs
-import numpy as np
 
 from optivgi.algorithms.base import Algorithm
 from optivgi.clock import Clock, SystemClock
@@ -134,7 +133,7 @@ class Scheduler:
                 start=schedule.start,
                 resolution_s=schedule.resolution_s,
                 unit=unit,
-                voltage=ev.voltage,
+                voltage=ev.voltage or self.settings.voltage,
                 phases=ev.phases,
                 charging_profile_id=100 + ev.connector_id,
                 stack_level=1,
@@ -145,7 +144,10 @@ class Scheduler:
     def _run_group(self, group: str, now: datetime) -> GroupResult:
         result = GroupResult(group)
         evs, voltage = self.translation.get_evs(group)
-        result.evs = list(evs)
+        # One voltage for planning and for the amp limits sent, or a profile in A could
+        # allow more power than was planned.
+        site_voltage = voltage or self.settings.voltage
+        result.evs = [ev if ev.voltage is not None else attrs.evolve(ev, voltage=site_voltage) for ev in evs]
         limits = self.translation.get_peak_power_demand(group, now, voltage)
         site = SiteConstraints(limits)
         problem = build_problem(result.evs, site, now, resolution_s=self.settings.resolution_s,

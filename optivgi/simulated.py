@@ -58,7 +58,7 @@ class _State:
     delivered_kwh: float = 0.0
     profile: ChargingProfile | None = None
 
-    def limit_kw(self, t: datetime) -> float:
+    def limit_kw(self, t: datetime, voltage: float) -> float:
         """The profile's limit [kW] in force at ``t`` (0 before the first profile)."""
         p = self.profile
         if p is None:
@@ -73,7 +73,9 @@ class _State:
             current = period
         limit = current.limit
         phases = current.number_phases or self.ev.phases
-        return p.unit.to_kw(limit / 1000.0 if p.unit is ChargingRateUnit.W else limit, self.ev.voltage, phases)
+        if p.unit is ChargingRateUnit.W:
+            return limit / 1000.0
+        return p.unit.to_kw(limit, self.ev.voltage or voltage, phases)
 
 
 class SimulatedTranslation(Translation):
@@ -85,6 +87,7 @@ class SimulatedTranslation(Translation):
         known_departures: tell the planner the real departure times.
         horizon_s: planning horizon [s], used as the assumed departure when unknown.
         on_event: called with each arrival/departure as it happens.
+        voltage: the site's voltage [V], reported to the planner and used for amp limits.
     """
 
     def __init__(
@@ -95,7 +98,9 @@ class SimulatedTranslation(Translation):
         known_departures: bool = False,
         horizon_s: int = 8 * 3600,
         on_event: Callable[[SimEvent], None] | None = None,
+        voltage: float = 240.0,
     ) -> None:
+        self.voltage = voltage
         self.scenario = scenario or default_scenario()
         self.clock: Clock = clock or AcceleratedClock(self.scenario.now, 1.0)
         self.known_departures = known_departures
@@ -126,7 +131,7 @@ class SimulatedTranslation(Translation):
         speed = settings.get_float("OPTIVGI_SPEED", 1.0, minimum=1e-6) or 1.0
         known = (settings.get("OPTIVGI_KNOWN_DEPARTURES", "") or "").lower() in ("1", "true", "yes")
         return cls(scenario, clock=AcceleratedClock(scenario.now, speed), known_departures=known,
-                   horizon_s=settings.horizon_s)
+                   horizon_s=settings.horizon_s, voltage=settings.voltage)
 
     # -- simulation ------------------------------------------------------------------------
     def _present(self, st: _State, t: datetime) -> bool:
@@ -135,7 +140,7 @@ class SimulatedTranslation(Translation):
     def _draw_kw(self, st: _State, t: datetime) -> float:
         if not self._present(st, t) or st.delivered_kwh >= st.ev.energy_kwh - 1e-9:
             return 0.0
-        return min(st.ev.max_power_kw, st.limit_kw(t))
+        return min(st.ev.max_power_kw, st.limit_kw(t, self.voltage))
 
     def _powers(self, t: datetime) -> dict[str, float]:
         return {ev_id: self._draw_kw(st, t) for ev_id, st in self._states.items()}
@@ -210,7 +215,7 @@ class SimulatedTranslation(Translation):
                     transaction_id=ev_id,
                     power=[],
                 ))
-        return evs, None
+        return evs, self.voltage
 
     def get_peak_power_demand(self, group_name: str, now: datetime, voltage: float | None = None) -> Sequence[float]:
         """The scenario's site limit from ``now`` on [kW]."""

@@ -78,7 +78,8 @@ class EV:
         max_power: most power [kW, or A], >= ``min_power``.
         active: True when plugged in now, False for a planned (expected) arrival.
         unit: unit of ``min_power``, ``max_power`` and ``energy``.
-        voltage: line-to-neutral voltage [V] used for amp conversions.
+        voltage: line-to-neutral voltage [V] used for amp conversions; None means "the site's"
+            (the scheduler fills it in from the translation or the ``VOLTAGE`` setting).
         phases: number of phases used for amp conversions (1 or 3).
         transaction_id: the CSMS's transaction id, when there is one.
         power: the last planned power per step [kW], filled in by the scheduler.
@@ -94,7 +95,7 @@ class EV:
     max_power: float = attrs.field(validator=_finite_nonneg)
     active: bool = True
     unit: ChargingRateUnit = attrs.field(default=ChargingRateUnit.W, converter=ChargingRateUnit)
-    voltage: float = attrs.field(default=230.0, validator=_positive)
+    voltage: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))
     phases: int = attrs.field(default=1)
     transaction_id: str | int | None = None
     power: list[float] = attrs.field(factory=list, repr=False)
@@ -139,17 +140,24 @@ class EV:
     def __hash__(self) -> int:
         return hash(self.ev_id)
 
+    def _to_kw(self, value: float) -> float:
+        if self.unit is ChargingRateUnit.W:
+            return float(value)
+        if self.voltage is None:
+            raise ValueError(f"EV {self.ev_id!r}: 'voltage' is needed to convert amps to kW")
+        return self.unit.to_kw(value, self.voltage, self.phases)
+
     @property
     def min_power_kw(self) -> float:
         """Least power when charging [kW]."""
-        return self.unit.to_kw(self.min_power, self.voltage, self.phases)
+        return self._to_kw(self.min_power)
 
     @property
     def max_power_kw(self) -> float:
         """Most power [kW]."""
-        return self.unit.to_kw(self.max_power, self.voltage, self.phases)
+        return self._to_kw(self.max_power)
 
     @property
     def energy_kwh(self) -> float:
         """Energy still needed by departure [kWh]."""
-        return self.unit.to_kw(self.energy, self.voltage, self.phases)
+        return self._to_kw(self.energy)

@@ -1,0 +1,54 @@
+"""Developer sessions: ``nox -s tests`` (the CI command), lint, typecheck, demo, bench, docs, e2e."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "uv|virtualenv"
+
+PYTHON = ["3.11"]
+ALL_EXTRAS = ".[citrineos,plot,dev]"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (needs RabbitMQ and PostgreSQL on 127.0.0.1)."""
+    session.install(ALL_EXTRAS)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff over the code, tests and benchmarks."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "optivgi", "optivgi_citrineos", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the public packages."""
+    session.install(ALL_EXTRAS)
+    session.run("mypy", "optivgi")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The embedded demo: six EVs on a 30 kW site, no CSMS."""
+    session.install(".[plot]")
+    session.run("optivgi", "demo", *(session.posargs or ["--plot", "demo.png"]))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Every algorithm on every scenario in ../shared/scenarios, one table."""
+    session.install(".")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation with warnings as errors."""
+    session.install(".", "mkdocs>=1.6")
+    session.run("mkdocs", "build", "--strict", "-d", "site")

@@ -1,0 +1,5 @@
+"""``python -m optivgi`` runs the command line."""
+
+from optivgi.cli import main
+
+main(prog_name="optivgi")
