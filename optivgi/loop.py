@@ -105,6 +105,8 @@ class Scheduler:
         self.cycles = 0
         self.failed_cycles = 0
         self._queue: queue.Queue[str] = queue.Queue()
+        # First-step power [kW] last confirmed per EV, to send reductions before increases.
+        self._last_kw: dict[str, float] = {}
         self._stop = threading.Event()
 
     # -- triggers -------------------------------------------------------------------------
@@ -158,6 +160,14 @@ class Scheduler:
         if schedule.note:
             logger.warning("group %s: %s", group, schedule.note)
         profiles = self._profiles(result.evs, schedule)
+        # Reductions go out before increases, so the site stays under its limit while the
+        # profiles arrive one by one. An EV never confirmed is assumed to draw its max.
+        first = dict(zip((str(ev.ev_id) for ev in result.evs), schedule.power_kw[:, 0] if schedule.n_steps
+                         else [0.0] * len(result.evs), strict=True))
+        profiles = dict(sorted(
+            profiles.items(),
+            key=lambda item: first[str(item[0].ev_id)] - self._last_kw.get(str(item[0].ev_id), item[0].max_power_kw),
+        ))
         result.profiles = {str(ev.ev_id): p for ev, p in profiles.items()}
         if not profiles:
             return result
@@ -166,9 +176,12 @@ class Scheduler:
             result.outcomes = {str(ev.ev_id): SendOutcome.APPLIED for ev in profiles}
         else:
             result.outcomes = {str(k): SendOutcome(v) for k, v in outcomes.items()}
-            for ev_id, outcome in result.outcomes.items():
-                if outcome is not SendOutcome.APPLIED:
-                    logger.warning("group %s: profile for EV %s was %s", group, ev_id, outcome.value)
+        for ev_id, outcome in result.outcomes.items():
+            if outcome is SendOutcome.APPLIED:
+                self._last_kw[ev_id] = first.get(ev_id, 0.0)
+            else:
+                self._last_kw.pop(ev_id, None)
+                logger.warning("group %s: profile for EV %s was %s", group, ev_id, outcome.value)
         return result
 
     def run_cycle(self, reason: str = "manual") -> CycleReport:

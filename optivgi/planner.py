@@ -28,7 +28,9 @@ __all__ = ["build_problem", "plan", "step_window"]
 logger = logging.getLogger(__name__)
 
 
-def step_window(arrival: datetime, departure: datetime, now: datetime, resolution_s: int, n_steps: int) -> tuple[int, int]:
+def step_window(
+    arrival: datetime, departure: datetime, now: datetime, resolution_s: int, n_steps: int
+) -> tuple[int, int]:
     """Steps ``[first, end)`` whose start lies in ``[arrival, departure)``, clipped to the horizon."""
     a = (to_utc(arrival) - now).total_seconds() / resolution_s
     d = (to_utc(departure) - now).total_seconds() / resolution_s

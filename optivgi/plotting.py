@@ -6,9 +6,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from optivgi.algorithms.base import FloatArray
 from optivgi.errors import OptiVGIError
 
 __all__ = ["plot_stacked_power"]
@@ -18,8 +20,8 @@ logger = logging.getLogger(__name__)
 
 def plot_stacked_power(
     times: Sequence[datetime],
-    power_kw: Mapping[str, Sequence[float]],
-    site_limit_kw: Sequence[float] | float,
+    power_kw: Mapping[str, Sequence[float] | FloatArray],
+    site_limit_kw: Sequence[float] | FloatArray | float,
     path: str | Path,
     *,
     title: str = "Power per EV",
@@ -41,7 +43,7 @@ def plot_stacked_power(
     except ImportError as exc:
         raise OptiVGIError('plotting needs matplotlib: pip install "opti-vgi[plot]"') from exc
     path = Path(path)
-    x = list(times)
+    x: Any = list(times)
     ids = list(power_kw)
     stack = np.array([np.asarray(power_kw[i], dtype=float) for i in ids]) if ids else np.zeros((0, len(x)))
     limit = np.broadcast_to(np.asarray(site_limit_kw, dtype=float), (len(x),))

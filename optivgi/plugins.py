@@ -86,10 +86,10 @@ def load_algorithm(name: str) -> Algorithm:
     cls = _load(ALGORITHMS_GROUP, name, "algorithm")
     if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
         raise PluginError(f"algorithm {name!r} is not an optivgi Algorithm subclass: {cls!r}")
-    algorithm = cls()
+    algorithm: Algorithm = cls()
     if algorithm.name != name:
         # The registered name is what users type and what reports show.
-        algorithm.name = name
+        algorithm.name = name  # type: ignore[misc]
     return algorithm
 
 

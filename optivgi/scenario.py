@@ -168,11 +168,13 @@ def parse_scenario(doc: Any) -> Scenario:
     n_steps = horizon // resolution
     limit = _series_or_number(_get(doc, "site_limit_kw", ""), "site_limit_kw", n_steps, minimum=0.0)
     raw_price = doc.get("price_per_kwh")
-    price = None
+    price: list[float] | None = None
     if raw_price is not None:
         if not isinstance(raw_price, list):
             raise _fail("price_per_kwh", "must be null or a list with one number per step", raw_price)
-        price = _series_or_number(raw_price, "price_per_kwh", n_steps, minimum=None)
+        if len(raw_price) != n_steps:
+            raise _fail("price_per_kwh", f"must have one value per step ({n_steps}), got {len(raw_price)} values")
+        price = [_number(v, f"price_per_kwh[{i}]", minimum=None) for i, v in enumerate(raw_price)]
     raw_evs = _get(doc, "evs", "")
     if not isinstance(raw_evs, list):
         raise _fail("evs", "must be a list", type(raw_evs).__name__)

@@ -86,17 +86,19 @@ class Translation(AbstractContextManager["Translation"], abc.ABC):
 
         ``powers`` maps every planned EV to its :class:`ChargingProfile` (which also reads like
         the OCPP 1.6 ``csChargingProfiles`` dict); ``unit`` is the unit the profiles are in.
+        The mapping is ordered with reductions first: send in that order, so the site never
+        draws more than its limit while the profiles arrive one by one.
         Return the outcome per ``ev_id`` (as a string), or None when the CSMS gives no
         feedback (then every profile counts as applied).
         """
 
-    def attach(self, trigger: TriggerFn) -> None:  # noqa: B027 - optional hook
+    def attach(self, trigger: TriggerFn) -> None:
         """Start event sources that call ``trigger(reason)`` to request a cycle (default: none)."""
 
-    def setup(self) -> None:  # noqa: B027 - optional hook
+    def setup(self) -> None:
         """Open connections; called by ``__enter__``."""
 
-    def teardown(self) -> None:  # noqa: B027 - optional hook
+    def teardown(self) -> None:
         """Close connections and stop listeners; called by ``__exit__``."""
 
     def __enter__(self) -> Self:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from support import scenario_files
 
 from optivgi.cli import main
 from optivgi.scenario import load_scenario
-from support import scenario_files
 
 ALGORITHMS = ["lp", "go", "equal-share"]
 OPTIVGI = [sys.executable, "-m", "optivgi"]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -156,3 +156,21 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: object) -> None:
     assert "signal SIGTERM received, stopping" in err
     assert "cycle 1 (start)" in err
     assert "Traceback" not in err
+
+
+def test_reductions_are_sent_before_increases() -> None:
+    site = FakeSite(n=4)
+    sched = Scheduler(site, EqualShareAlgorithm(), _settings())
+    sched.run_cycle()  # four EVs at 7.2 kW
+    site.n = 6
+    sched.run_cycle()  # six EVs at 5.0 kW: the four old ones go down first, the new ones come up last
+    order = list(site.sent[-1])
+    assert order[:4] == [f"EV-{i}" for i in range(4)] or set(order[:4]) == {f"EV-{i}" for i in range(4)}
+    assert set(order[4:]) == {"EV-4", "EV-5"}
+    # running totals while sending in this order never exceed the limit, counting unsent EVs at
+    # their previous power (new EVs at 0 because they had none yet)
+    previous = {f"EV-{i}": 7.2 for i in range(4)}
+    current = dict(previous)
+    for ev_id in order:
+        current[ev_id] = _kw(site.sent[-1][ev_id])
+        assert sum(current.values()) <= 30.0 + 1e-9

@@ -8,6 +8,7 @@ runs on a scenario file, on the built-in simulator and on a live site.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from datetime import datetime
 from typing import ClassVar
 
@@ -19,6 +20,10 @@ __all__ = ["Algorithm", "FloatArray", "IntArray", "Problem"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+
+def _as_ids(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
 
 
 def _as_float(value: object) -> FloatArray:
@@ -52,7 +57,7 @@ class Problem:
         price_per_kwh: ``(T,)`` energy price per step, or ``None``.
     """
 
-    ids: tuple[str, ...] = attrs.field(converter=tuple)
+    ids: tuple[str, ...] = attrs.field(converter=_as_ids)
     start: datetime
     resolution_s: int
     site_limit_kw: FloatArray = attrs.field(converter=_as_float)

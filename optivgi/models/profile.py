@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +60,10 @@ class ChargingProfileKind(enum.StrEnum):
     ABSOLUTE = "Absolute"
     RECURRING = "Recurring"
     RELATIVE = "Relative"
+
+
+def _as_periods(value: Iterable[ChargingSchedulePeriod]) -> tuple[ChargingSchedulePeriod, ...]:
+    return tuple(value)
 
 
 def _iso(value: datetime) -> str:
@@ -125,7 +129,7 @@ class ChargingProfile(Mapping[str, Any]):
     kind: ChargingProfileKind = attrs.field(converter=ChargingProfileKind)
     unit: ChargingRateUnit = attrs.field(converter=ChargingRateUnit)
     start_schedule: datetime = attrs.field(converter=to_utc)
-    periods: tuple[ChargingSchedulePeriod, ...] = attrs.field(converter=tuple)
+    periods: tuple[ChargingSchedulePeriod, ...] = attrs.field(converter=_as_periods)
     transaction_id: int | str | None = None
     duration: int | None = None
     valid_from: datetime | None = None

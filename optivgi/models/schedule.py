@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from optivgi.algorithms.base import FloatArray
+from optivgi.algorithms.base import FloatArray, _as_ids
 from optivgi.models.ev import to_utc
 
 __all__ = ["PowerSchedule"]
@@ -41,7 +41,7 @@ class PowerSchedule:
         note: why a fallback was used, or other remarks; empty when none.
     """
 
-    ev_ids: tuple[str, ...] = attrs.field(converter=tuple)
+    ev_ids: tuple[str, ...] = attrs.field(converter=_as_ids)
     power_kw: FloatArray = attrs.field(converter=_as_matrix)
     start: datetime = attrs.field(converter=to_utc)
     resolution_s: int
@@ -69,7 +69,8 @@ class PowerSchedule:
 
     def row(self, ev_id: str) -> FloatArray:
         """The power [kW] per step of one EV."""
-        return self.power_kw[self.ev_ids.index(ev_id)]
+        row: FloatArray = self.power_kw[self.ev_ids.index(ev_id)]
+        return row
 
     def energy_kwh(self) -> dict[str, float]:
         """Energy [kWh] each EV receives over the horizon."""
@@ -80,7 +81,8 @@ class PowerSchedule:
         """Total site power [kW] per step."""
         if self.power_kw.shape[0] == 0:
             return np.zeros(self.n_steps)
-        return self.power_kw.sum(axis=0)
+        total: FloatArray = self.power_kw.sum(axis=0)
+        return total
 
     def to_json(self, scenario: str = "") -> dict[str, Any]:
         """The schedule in the exchange format (``scenario``, ``algorithm``, ``resolution_s``,

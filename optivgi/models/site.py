@@ -14,9 +14,13 @@ __all__ = ["SiteConstraints"]
 
 
 def _limit_converter(value: float | Sequence[float] | FloatArray) -> float | tuple[float, ...]:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float):
         return float(value)
     return tuple(float(v) for v in value)
+
+
+def _price_converter(value: Sequence[float] | FloatArray | None) -> tuple[float, ...] | None:
+    return None if value is None else tuple(float(v) for v in value)
 
 
 @attrs.frozen
@@ -30,9 +34,7 @@ class SiteConstraints:
     """
 
     site_limit_kw: float | tuple[float, ...] = attrs.field(converter=_limit_converter)
-    price_per_kwh: tuple[float, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(lambda v: tuple(float(x) for x in v))
-    )
+    price_per_kwh: tuple[float, ...] | None = attrs.field(default=None, converter=_price_converter)
 
     @site_limit_kw.validator
     def _check_limit(self, attribute: attrs.Attribute[object], value: float | tuple[float, ...]) -> None:
