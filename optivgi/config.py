@@ -58,6 +58,13 @@ def mask_url(url: str) -> str:
     return re.sub(r"(?<=://)([^:/@]+):([^@/]*)@", r"\1:***@", url)
 
 
+def _unit(value: Any) -> ChargingRateUnit:
+    text = str(value).strip().upper()
+    if text not in ("W", "A"):
+        raise ConfigurationError(f"CHARGING_RATE_UNIT must be W or A, got {value!r}")
+    return ChargingRateUnit(text)
+
+
 def _groups(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
@@ -175,7 +182,7 @@ class Settings:
                 site_power_limit_kw=pick("site_power_limit_kw", "SITE_POWER_LIMIT_KW", float, None),
                 voltage=pick("voltage", "VOLTAGE", float, 240.0),
                 phases=pick("phases", "PHASES", int, 1),
-                charging_rate_unit=pick("charging_rate_unit", "CHARGING_RATE_UNIT", str, "W"),
+                charging_rate_unit=_unit(pick("charging_rate_unit", "CHARGING_RATE_UNIT", str, "W")),
                 resolution_s=pick("resolution_s", "RESOLUTION_S", int, 60),
                 horizon_s=pick("horizon_s", "HORIZON_S", int, 8 * 3600),
                 interval_s=pick("interval_s", "INTERVAL_S", float, 60.0),

@@ -130,6 +130,8 @@ class Scheduler:
         profiles: dict[EV, ChargingProfile] = {}
         for ev, row in zip(evs, schedule.power_kw, strict=True):
             ev.power = [float(p) for p in row]
+            if not ev.active:
+                continue  # an expected EV is planned for, but there is no charger to tell yet
             profiles[ev] = ChargingProfile.from_power(
                 row,
                 start=schedule.start,
@@ -151,7 +153,7 @@ class Scheduler:
         site_voltage = voltage or self.settings.voltage
         result.evs = [ev if ev.voltage is not None else attrs.evolve(ev, voltage=site_voltage) for ev in evs]
         limits = self.translation.get_peak_power_demand(group, now, voltage)
-        site = SiteConstraints(limits)
+        site = SiteConstraints(limits, self.translation.get_prices(group, now))
         problem = build_problem(result.evs, site, now, resolution_s=self.settings.resolution_s,
                                 n_steps=self.settings.n_steps)
         result.site_limit_kw = float(problem.site_limit_kw[0]) if problem.n_steps else 0.0

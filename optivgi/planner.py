@@ -18,7 +18,7 @@ import numpy as np
 
 from optivgi.algorithms.base import Algorithm, Problem
 from optivgi.algorithms.validate import validate_schedule
-from optivgi.errors import OptiVGIError, ScheduleValidationError
+from optivgi.errors import ScheduleValidationError
 from optivgi.models.ev import EV, to_utc
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
@@ -86,7 +86,7 @@ def plan(problem: Problem, algorithm: Algorithm, *, fallback: Algorithm | None =
         power = validate_schedule(problem, power)
         return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, algorithm.name,
                              time.perf_counter() - t0)
-    except (OptiVGIError, ValueError, ArithmeticError, RuntimeError) as exc:
+    except Exception as exc:  # any failure of a plugin algorithm falls back; the fallback must not
         if fallback is None:
             from optivgi.algorithms.equal_share import EqualShareAlgorithm
 

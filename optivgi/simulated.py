@@ -130,6 +130,8 @@ class SimulatedTranslation(Translation):
         scenario = load_scenario(Path(path)) if path else default_scenario()
         speed = settings.get_float("OPTIVGI_SPEED", 1.0, minimum=1e-6) or 1.0
         known = (settings.get("OPTIVGI_KNOWN_DEPARTURES", "") or "").lower() in ("1", "true", "yes")
+        if settings.site_power_limit_kw is not None:
+            scenario = attrs.evolve(scenario, site=attrs.evolve(scenario.site, site_limit_kw=settings.site_power_limit_kw))
         return cls(scenario, clock=AcceleratedClock(scenario.now, speed), known_departures=known,
                    horizon_s=settings.horizon_s, voltage=settings.voltage)
 
@@ -222,6 +224,12 @@ class SimulatedTranslation(Translation):
         step = int((now - self.scenario.now).total_seconds() // self.scenario.resolution_s)
         limits = self.scenario.site.limit_series(self.scenario.n_steps + max(step, 0))
         return [float(x) for x in limits[max(step, 0):]]
+
+    def get_prices(self, group_name: str, now: datetime) -> Sequence[float] | None:
+        """The scenario's prices from ``now`` on, if it has any."""
+        step = max(int((now - self.scenario.now).total_seconds() // self.scenario.resolution_s), 0)
+        prices = self.scenario.site.price_series(self.scenario.n_steps + step)
+        return None if prices is None else [float(x) for x in prices[step:]]
 
     def send_power_to_evs(
         self, powers: Mapping[EV, ChargingProfile], unit: ChargingRateUnit | None = None

@@ -92,6 +92,10 @@ class Translation(AbstractContextManager["Translation"], abc.ABC):
         feedback (then every profile counts as applied).
         """
 
+    def get_prices(self, group_name: str, now: datetime) -> Sequence[float] | None:
+        """Energy price per step from ``now`` (any currency per kWh), or None (default)."""
+        return None
+
     def attach(self, trigger: TriggerFn) -> None:
         """Start event sources that call ``trigger(reason)`` to request a cycle (default: none)."""
 
