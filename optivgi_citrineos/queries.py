@@ -1,0 +1,245 @@
+"""Read queries for the CitrineOS 1.8.3 database, as GraphQL documents for Hasura and as plain SQL.
+
+CitrineOS 1.8.3 has no REST endpoint that lists active sessions, so the integration reads them from
+CitrineOS's PostgreSQL tables, either through Hasura (which exposes each table as a root field named
+after the table, with relationships named after the foreign keys) or directly with SQL.
+
+Every GraphQL document is sent as ``{"query": <document>, "variables": {...}, "operationName": <name>}``
+and Hasura answers ``{"data": {...}}`` or ``{"errors": [{"message", "extensions": {"path", "code"}}]}``.
+Hasura renders ``timestamptz`` columns as ISO 8601 strings with an offset
+(``"2026-11-24T00:41:08.95+00:00"``), ``numeric``/``integer`` columns as JSON numbers, ``json``/``jsonb``
+columns as JSON values, and a missing object relationship as ``null``.
+
+Variables common to the documents:
+
+- ``stationIds``: ``[String!]!``, the OCPP station ids (``ChargingStations.id``) to read;
+- ``tenantId``: ``Int!``, the CitrineOS tenant (1 on a default installation).
+
+Result shapes
+-------------
+
+``ACTIVE_SESSIONS_QUERY`` (operation ``ActiveSessions``)::
+
+    {"Transactions": [            # one per active transaction, ordered by stationId, transactionId
+        {"id": 6,                                  # Transactions.id (database id)
+         "stationId": "LAB-STATION-01",
+         "transactionId": "2",                     # OCPP 1.6 id as a string, unique per station only
+         "isActive": true,
+         "startTime": "2026-11-24T00:41:08.95+00:00",   # may be null
+         "meterStart": 5000,                       # Wh, number (may be null)
+         "Connector": {"id": 6, "connectorId": 1}, # connectorId = OCPP connector number; may be null
+         "Authorization": {"idToken": "LAB-TAG-01"},    # may be null
+         "MeterValues": [                          # the latest row only (0 or 1 element)
+             {"timestamp": "2026-11-24T00:41:19.071+00:00",
+              "sampledValue": [{"value": 5030, "measurand": "Energy.Active.Import.Register",
+                                "context": "Sample.Periodic", "location": "Outlet",
+                                "unitOfMeasure": {"unit": "Wh", "multiplier": 0}}, ...]}],
+         "ChargingStation": {                      # may be null
+             "isOnline": true,                     # true/false, or null for a brand-new station
+             "LatestStatusNotifications": [        # one per connector that reported a stored status
+                 {"StatusNotification": {"connectorId": 1, "connectorStatus": "Charging",
+                                         "timestamp": "2026-11-24T00:41:08.992+00:00"}}]}}]}
+
+  The latest connector status of a session is the ``LatestStatusNotifications`` element whose
+  ``StatusNotification.connectorId`` equals ``Connector.connectorId``. ``sampledValue`` values are
+  numbers; a measurand without ``unitOfMeasure`` keeps its OCPP default unit.
+
+``LATEST_STATUS_QUERY`` (operation ``LatestConnectorStatus``)::
+
+    {"LatestStatusNotifications": [        # one per (station, connector) with a stored status
+        {"stationId": "LAB-STATION-01",
+         "StatusNotification": {"connectorId": 1, "connectorStatus": "Charging",
+                                "errorCode": "NoError",
+                                "timestamp": "2026-11-24T00:41:08.992+00:00"}}]}
+
+``STATUS_HISTORY_QUERY`` (operation ``StatusHistory``, extra variable ``limit: Int!``)::
+
+    {"StatusNotifications": [              # newest first, at most ``limit`` rows
+        {"id": 34, "stationId": "LAB-STATION-01", "connectorId": 1, "connectorStatus": "Available",
+         "errorCode": "NoError", "timestamp": "2026-11-24T00:41:39.217+00:00"}]}
+
+``ACTIVE_CHARGING_PROFILES_QUERY`` (operation ``ActiveChargingProfiles``)::
+
+    {"ChargingProfiles": [                 # rows with isActive true, ordered by stationId, id
+        {"databaseId": 10, "stationId": "LAB-STATION-01", "id": 206,   # id = chargingProfileId
+         "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute", "stackLevel": 1,
+         "isActive": true, "evseId": 1, "transactionDatabaseId": 4, "chargingLimitSource": "CSO",
+         "updatedAt": "2026-11-24T00:38:26.575+00:00",
+         "ChargingSchedules": [{"chargingRateUnit": "A", "startSchedule": "2026-11-24T00:37:58Z",
+                                "duration": null,
+                                "chargingSchedulePeriod": [{"limit": 13, "startPeriod": 0,
+                                                            "numberPhases": 1}]}]}]}
+
+  ``isActive`` does not mean "in force on the charger": CitrineOS keeps it true after the
+  transaction ends and sets it false on every profile of the station after any accepted
+  ClearChargingProfile.
+
+``ACTIVE_SESSIONS_SQL``
+    Plain SQL (psycopg ``%(tenant_id)s`` placeholder) for a connection whose ``search_path`` holds
+    CitrineOS's tables. One row per active transaction with the columns listed in
+    ``ACTIVE_SESSIONS_SQL_COLUMNS``: ``transactionDatabaseId`` (int), ``stationId`` (str),
+    ``transactionId`` (str), ``ocppConnectorId`` (int or None), ``idToken`` (str or None),
+    ``startTime`` (datetime or None), ``meterStart`` (Decimal Wh or None), ``lastMeterTimestamp``
+    (datetime or None), ``lastSampledValue`` (list of dicts or None), ``lastConnectorStatus``
+    (str or None), ``lastStatusTimestamp`` (datetime or None).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACTIVE_CHARGING_PROFILES_OPERATION",
+    "ACTIVE_CHARGING_PROFILES_QUERY",
+    "ACTIVE_SESSIONS_OPERATION",
+    "ACTIVE_SESSIONS_QUERY",
+    "ACTIVE_SESSIONS_SQL",
+    "ACTIVE_SESSIONS_SQL_COLUMNS",
+    "LATEST_STATUS_OPERATION",
+    "LATEST_STATUS_QUERY",
+    "QUERIES",
+    "STATUS_HISTORY_OPERATION",
+    "STATUS_HISTORY_QUERY",
+]
+
+ACTIVE_SESSIONS_OPERATION = "ActiveSessions"
+ACTIVE_SESSIONS_QUERY = """
+query ActiveSessions($stationIds: [String!]!, $tenantId: Int!) {
+  Transactions(
+    where: {isActive: {_eq: true}, stationId: {_in: $stationIds}, tenantId: {_eq: $tenantId}}
+    order_by: [{stationId: asc}, {transactionId: asc}]
+  ) {
+    id
+    stationId
+    transactionId
+    isActive
+    startTime
+    meterStart
+    Connector {
+      id
+      connectorId
+    }
+    Authorization {
+      idToken
+    }
+    MeterValues(order_by: {timestamp: desc}, limit: 1) {
+      timestamp
+      sampledValue
+    }
+    ChargingStation {
+      isOnline
+      LatestStatusNotifications {
+        StatusNotification {
+          connectorId
+          connectorStatus
+          timestamp
+        }
+      }
+    }
+  }
+}
+""".strip()
+
+LATEST_STATUS_OPERATION = "LatestConnectorStatus"
+LATEST_STATUS_QUERY = """
+query LatestConnectorStatus($stationIds: [String!]!, $tenantId: Int!) {
+  LatestStatusNotifications(
+    where: {stationId: {_in: $stationIds}, tenantId: {_eq: $tenantId}}
+    order_by: [{stationId: asc}]
+  ) {
+    stationId
+    StatusNotification {
+      connectorId
+      connectorStatus
+      errorCode
+      timestamp
+    }
+  }
+}
+""".strip()
+
+STATUS_HISTORY_OPERATION = "StatusHistory"
+STATUS_HISTORY_QUERY = """
+query StatusHistory($stationIds: [String!]!, $tenantId: Int!, $limit: Int!) {
+  StatusNotifications(
+    where: {stationId: {_in: $stationIds}, tenantId: {_eq: $tenantId}}
+    order_by: [{timestamp: desc}, {id: desc}]
+    limit: $limit
+  ) {
+    id
+    stationId
+    connectorId
+    connectorStatus
+    errorCode
+    timestamp
+  }
+}
+""".strip()
+
+ACTIVE_CHARGING_PROFILES_OPERATION = "ActiveChargingProfiles"
+ACTIVE_CHARGING_PROFILES_QUERY = """
+query ActiveChargingProfiles($stationIds: [String!]!, $tenantId: Int!) {
+  ChargingProfiles(
+    where: {isActive: {_eq: true}, stationId: {_in: $stationIds}, tenantId: {_eq: $tenantId}}
+    order_by: [{stationId: asc}, {id: asc}]
+  ) {
+    databaseId
+    stationId
+    id
+    chargingProfilePurpose
+    chargingProfileKind
+    stackLevel
+    isActive
+    evseId
+    transactionDatabaseId
+    chargingLimitSource
+    updatedAt
+    ChargingSchedules {
+      chargingRateUnit
+      startSchedule
+      duration
+      chargingSchedulePeriod
+    }
+  }
+}
+""".strip()
+
+#: Every GraphQL document by operation name.
+QUERIES: dict[str, str] = {
+    ACTIVE_SESSIONS_OPERATION: ACTIVE_SESSIONS_QUERY,
+    LATEST_STATUS_OPERATION: LATEST_STATUS_QUERY,
+    STATUS_HISTORY_OPERATION: STATUS_HISTORY_QUERY,
+    ACTIVE_CHARGING_PROFILES_OPERATION: ACTIVE_CHARGING_PROFILES_QUERY,
+}
+
+# The status lookup goes through StatusNotifications rather than LatestStatusNotifications because
+# the recorded query does so; both give the same answer once a connector has reported.
+ACTIVE_SESSIONS_SQL = """
+SELECT t.id AS "transactionDatabaseId", t."stationId", t."transactionId", c."connectorId" AS "ocppConnectorId",
+       a."idToken", t."startTime", t."meterStart",
+       mv."timestamp" AS "lastMeterTimestamp", mv."sampledValue" AS "lastSampledValue",
+       sn."connectorStatus" AS "lastConnectorStatus", sn."timestamp" AS "lastStatusTimestamp"
+FROM "Transactions" t
+LEFT JOIN "Connectors" c ON c.id = t."connectorId"
+LEFT JOIN "Authorizations" a ON a.id = t."authorizationId"
+LEFT JOIN LATERAL (SELECT m."timestamp", m."sampledValue" FROM "MeterValues" m
+                   WHERE m."transactionDatabaseId" = t.id ORDER BY m."timestamp" DESC LIMIT 1) mv ON true
+LEFT JOIN LATERAL (SELECT s."connectorStatus", s."timestamp" FROM "StatusNotifications" s
+                   WHERE s."stationId" = t."stationId" AND s."connectorId" = c."connectorId"
+                     AND s."tenantId" = t."tenantId"
+                   ORDER BY s."timestamp" DESC LIMIT 1) sn ON true
+WHERE t."isActive" AND t."tenantId" = %(tenant_id)s
+ORDER BY t."stationId", t."transactionId"
+""".strip()
+
+ACTIVE_SESSIONS_SQL_COLUMNS: tuple[str, ...] = (
+    "transactionDatabaseId",
+    "stationId",
+    "transactionId",
+    "ocppConnectorId",
+    "idToken",
+    "startTime",
+    "meterStart",
+    "lastMeterTimestamp",
+    "lastSampledValue",
+    "lastConnectorStatus",
+    "lastStatusTimestamp",
+)
