@@ -2,7 +2,8 @@
 callbacks and webhooks, access to the recordings of a live CitrineOS 1.8.3, and a JSON shape
 comparison.
 
-The recordings are read from ``$CITRINEOS_CONTRACT_DIR`` (default ``../shared/citrineos-contract``, relative to the working directory).
+The recordings are read from ``$CITRINEOS_CONTRACT_DIR`` (default ``../shared/citrineos-contract``,
+relative to the working directory).
 """
 
 from __future__ import annotations
