@@ -131,7 +131,8 @@ class SimulatedTranslation(Translation):
         speed = settings.get_float("OPTIVGI_SPEED", 1.0, minimum=1e-6) or 1.0
         known = (settings.get("OPTIVGI_KNOWN_DEPARTURES", "") or "").lower() in ("1", "true", "yes")
         if settings.site_power_limit_kw is not None:
-            scenario = attrs.evolve(scenario, site=attrs.evolve(scenario.site, site_limit_kw=settings.site_power_limit_kw))
+            site = attrs.evolve(scenario.site, site_limit_kw=settings.site_power_limit_kw)
+            scenario = attrs.evolve(scenario, site=site)
         return cls(scenario, clock=AcceleratedClock(scenario.now, speed), known_departures=known,
                    horizon_s=settings.horizon_s, voltage=settings.voltage)
 

@@ -86,7 +86,8 @@ class Problem:
                 raise ValueError(f"'{name}' must be finite and >= 0")
         if np.any(self.max_power_kw < self.min_power_kw):
             raise ValueError("'max_power_kw' must be >= 'min_power_kw' for every EV")
-        if np.any(self.first_step < 0) or np.any(self.end_step < 0) or np.any(self.end_step > t) or np.any(self.first_step > t):
+        steps = np.concatenate([self.first_step, self.end_step])
+        if np.any(steps < 0) or np.any(steps > t):
             raise ValueError(f"'first_step'/'end_step' must lie in [0, {t}]")
         if self.price_per_kwh is not None and self.price_per_kwh.shape != (t,):
             raise ValueError(f"'price_per_kwh' must have shape ({t},), got {self.price_per_kwh.shape}")
