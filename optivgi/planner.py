@@ -57,7 +57,9 @@ def build_problem(
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"'ev_id' must be unique, got duplicates {dup}")
-    windows = [step_window(ev.arrival_time, ev.departure_time, now, resolution_s, n_steps) for ev in evs]
+    # A connected EV may charge from step 0 even if its arrival stamp is a moment after `now`.
+    windows = [step_window(min(ev.arrival_time, now) if ev.active else ev.arrival_time, ev.departure_time, now,
+                           resolution_s, n_steps) for ev in evs]
     return Problem(
         ids=ids,
         start=now,

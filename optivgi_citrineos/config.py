@@ -1,0 +1,326 @@
+"""Configuration of the CitrineOS translation, read from :class:`optivgi.config.Settings`.
+
+Every variable is read through ``Settings.get``/``get_float`` (environment over ``.env``); a bad
+value raises :class:`~optivgi.errors.ConfigurationError` naming the variable. The variables are
+listed in ``docs/citrineos.md``.
+
+Which stations belong to which group (first match wins):
+
+1. ``STATION_GROUP_<NAME>=ST-01,ST-02`` (``<NAME>`` is the group name upper-cased, every character
+   other than a letter or digit replaced by ``_``);
+2. the site file's ``groups.<name>.stations``;
+3. with a single group in ``STATION_GROUPS``: every station of ``STATION_IDS``.
+
+A station may belong to one group only (its power would otherwise be counted twice).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import tzinfo
+from typing import Any
+
+import attrs
+
+from optivgi.config import Settings, mask_url
+from optivgi.errors import ConfigurationError
+from optivgi.models.ev import ChargingRateUnit
+from optivgi_citrineos.sitefile import (
+    OCPP16,
+    OCPP201,
+    LimitSchedule,
+    SessionParams,
+    SiteFile,
+    StationParams,
+    check_time_value,
+)
+
+__all__ = ["BUILTIN_SESSION_DEFAULTS", "CitrineOSConfig", "group_variable"]
+
+#: Used when neither the environment nor the site file says anything about a session.
+BUILTIN_SESSION_DEFAULTS = SessionParams(energy_needed_kwh=30.0, max_power_kw=7.2, min_power_kw=0.0)
+
+_CONN = re.compile(
+    r"^CONN_(\d+)_(ENERGY_NEEDED_KWH|MAX_POWER_KW|MIN_POWER_KW|ARRIVAL_TIME|DEPARTURE_TIME|STATION|CONNECTOR)$"
+)
+
+
+def group_variable(group: str, prefix: str = "STATION_GROUP_") -> str:
+    """The environment variable naming ``group``'s stations (``north-lot`` → ``STATION_GROUP_NORTH_LOT``)."""
+    return prefix + re.sub(r"[^A-Za-z0-9]", "_", group).upper()
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(s.strip() for s in (value or "").split(",") if s.strip())
+
+
+def _positive_float(settings: Settings, name: str, default: float) -> float:
+    value = settings.get_float(name, default, minimum=0.0)
+    if value is None or value <= 0:
+        raise ConfigurationError(f"{name} must be > 0, got {settings.get(name)!r}")
+    return value
+
+
+def _int(settings: Settings, name: str, default: int, minimum: int) -> int:
+    raw = settings.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _url(settings: Settings, name: str) -> str | None:
+    raw = settings.get(name)
+    if raw is None:
+        return None
+    if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]+", raw):
+        raise ConfigurationError(f"{name} must be an absolute URL, got {mask_url(raw)!r}")
+    return raw.rstrip("/")
+
+
+@attrs.frozen(kw_only=True)
+class CitrineOSConfig:
+    """Everything the translation needs, validated.
+
+    Attributes:
+        api_url: CitrineOS REST base (``CITRINEOS_API_URL``), e.g. ``http://citrineos:8080``.
+        hasura_url: Hasura base or ``/v1/graphql`` URL (``HASURA_URL``), or None.
+        hasura_admin_secret: sent as ``x-hasura-admin-secret`` (``HASURA_ADMIN_SECRET``), never logged.
+        db_dsn: PostgreSQL DSN for the plain-SQL read path (``CITRINEOS_DB_DSN``), or None.
+        tenant_id: CitrineOS tenant (``CITRINEOS_TENANT_ID``, default 1).
+        amqp_url: RabbitMQ URL (``AMQP_URL``), or None for no listener.
+        exchange: CitrineOS's exchange (``CITRINEOS_EXCHANGE``, default ``citrineos``).
+        groups: stations per group name.
+        group_limits: site limit per group.
+        voltage: default voltage [V] (``VOLTAGE``).
+        phases: default phases (``PHASES``).
+        resolution_s: planning step [s] (``RESOLUTION_S``).
+        horizon_s: planning horizon [s] (``HORIZON_S``).
+        unit: the loop's unit (``CHARGING_RATE_UNIT``).
+        http_timeout_s: timeout of each REST/GraphQL call (``CITRINEOS_HTTP_TIMEOUT_S``, default 10).
+        answer_timeout_s: how long to wait for a charger's answer on RabbitMQ
+            (``CITRINEOS_ANSWER_TIMEOUT_S``, default 5).
+        stack_level: stackLevel of the profiles (``CITRINEOS_STACK_LEVEL``, default 1: above
+            CitrineOS's own 0).
+        profile_id_base: chargingProfileId = base + connector/EVSE number
+            (``CITRINEOS_PROFILE_ID_BASE``, default 9000).
+        ocpp201_stations: stations spoken to in OCPP 2.0.1 (``CITRINEOS_OCPP201_STATIONS``).
+        connectors: session settings per (station, connector) from ``CONN_XX_*``.
+        site: the parsed site file (``CITRINEOS_SITE_FILE``), if any.
+        tz: time zone of ``HH:MM`` times (site file ``timezone``, default UTC).
+    """
+
+    api_url: str
+    hasura_url: str | None = None
+    hasura_admin_secret: str | None = attrs.field(default=None, repr=False)
+    db_dsn: str | None = attrs.field(default=None, repr=False)
+    tenant_id: int = 1
+    amqp_url: str | None = attrs.field(default=None, repr=False)
+    exchange: str = "citrineos"
+    groups: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    group_limits: Mapping[str, LimitSchedule] = attrs.field(factory=dict)
+    voltage: float = 240.0
+    phases: int = 1
+    resolution_s: int = 60
+    horizon_s: int = 8 * 3600
+    unit: ChargingRateUnit = ChargingRateUnit.W
+    http_timeout_s: float = 10.0
+    answer_timeout_s: float = 5.0
+    stack_level: int = 1
+    profile_id_base: int = 9000
+    ocpp201_stations: frozenset[str] = frozenset()
+    connectors: Mapping[tuple[str, int], SessionParams] = attrs.field(factory=dict)
+    site: SiteFile | None = None
+
+    @property
+    def tz(self) -> tzinfo:
+        """Time zone of ``HH:MM`` times."""
+        return self.site.tz if self.site is not None else SiteFile().tz
+
+    @property
+    def graphql_url(self) -> str | None:
+        """The Hasura GraphQL endpoint."""
+        if self.hasura_url is None:
+            return None
+        return self.hasura_url if self.hasura_url.endswith("/v1/graphql") else self.hasura_url + "/v1/graphql"
+
+    def group_of(self, station_id: str) -> str | None:
+        """The group ``station_id`` belongs to, or None."""
+        for name, stations in self.groups.items():
+            if station_id in stations:
+                return name
+        return None
+
+    def station(self, station_id: str) -> StationParams:
+        """How ``station_id`` is talked to (OCPP version filled in)."""
+        base = self.site.station_params.get(station_id, StationParams()) if self.site else StationParams()
+        ocpp = base.ocpp or (OCPP201 if station_id in self.ocpp201_stations else OCPP16)
+        return attrs.evolve(base, ocpp=ocpp)
+
+    def session_params(self, station_id: str, connector_id: int | None, id_tag: str | None) -> SessionParams:
+        """Merged session settings, most specific first: idTag (site file), ``CONN_XX_*``,
+        site-file connector, site-file station, site-file defaults, built-in defaults."""
+        layers: list[SessionParams] = []
+        site = self.site
+        if site is not None and id_tag is not None and id_tag in site.id_tags:
+            layers.append(site.id_tags[id_tag])
+        if connector_id is not None and (station_id, connector_id) in self.connectors:
+            layers.append(self.connectors[(station_id, connector_id)])
+        if site is not None:
+            if connector_id is not None and (station_id, connector_id) in site.connectors:
+                layers.append(site.connectors[(station_id, connector_id)])
+            if station_id in site.stations:
+                layers.append(site.stations[station_id])
+            layers.append(site.defaults)
+        merged = BUILTIN_SESSION_DEFAULTS
+        for layer in reversed(layers):
+            merged = layer.over(merged)
+        return merged
+
+    def describe(self) -> dict[str, Any]:
+        """Facts safe to log (URLs masked, no secrets)."""
+        return {
+            "api_url": mask_url(self.api_url),
+            "read_path": "hasura" if self.hasura_url else "sql",
+            "hasura_url": mask_url(self.hasura_url) if self.hasura_url else None,
+            "hasura_admin_secret": "set" if self.hasura_admin_secret else None,
+            "db_dsn": mask_url(self.db_dsn) if self.db_dsn else None,
+            "amqp_url": mask_url(self.amqp_url) if self.amqp_url else None,
+            "tenant_id": self.tenant_id,
+            "groups": {k: list(v) for k, v in self.groups.items()},
+            "site_file": self.site.path if self.site else None,
+            "answer_timeout_s": self.answer_timeout_s,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CitrineOSConfig:
+        """Read and check every variable; raise ConfigurationError naming the first bad one."""
+        api_url = _url(settings, "CITRINEOS_API_URL")
+        if api_url is None:
+            raise ConfigurationError("CITRINEOS_API_URL must be set (e.g. http://citrineos:8080)")
+        hasura_url = _url(settings, "HASURA_URL")
+        db_dsn = settings.get("CITRINEOS_DB_DSN")
+        if hasura_url is None and db_dsn is None:
+            raise ConfigurationError("HASURA_URL (or CITRINEOS_DB_DSN for plain SQL) must be set to read sessions")
+        amqp_url = _url(settings, "AMQP_URL")
+        site_path = settings.get("CITRINEOS_SITE_FILE")
+        site = SiteFile.load(site_path) if site_path else None
+
+        station_ids = _csv(settings.get("STATION_IDS"))
+        groups: dict[str, tuple[str, ...]] = {}
+        for group in settings.station_groups:
+            var = group_variable(group)
+            explicit = _csv(settings.get(var))
+            if explicit:
+                groups[group] = explicit
+            elif site is not None and group in site.groups:
+                groups[group] = site.groups[group]
+            elif len(settings.station_groups) == 1 and station_ids:
+                groups[group] = station_ids
+            else:
+                raise ConfigurationError(
+                    f"{var} (or STATION_IDS with a single group, or the site file's groups.{group}.stations) "
+                    f"must list the stations of group {group!r}"
+                )
+        seen: dict[str, str] = {}
+        for group, stations in groups.items():
+            for station in stations:
+                if station in seen and seen[station] != group:
+                    raise ConfigurationError(
+                        f"{group_variable(group)}: station {station!r} is already in group {seen[station]!r}"
+                    )
+                seen[station] = group
+
+        global_limit = settings.get_float("SITE_POWER_LIMIT_KW", minimum=0.0)
+        if global_limit is None and settings.site_power_limit_kw is not None:
+            global_limit = settings.site_power_limit_kw
+        limits: dict[str, LimitSchedule] = {}
+        for group in groups:
+            var = group_variable(group, "SITE_POWER_LIMIT_KW_")
+            own = settings.get_float(var, minimum=0.0)
+            if own is not None:
+                limits[group] = LimitSchedule(constant_kw=own)
+            elif site is not None and group in site.group_limits:
+                limits[group] = site.group_limits[group]
+            elif global_limit is not None:
+                limits[group] = LimitSchedule(constant_kw=global_limit)
+            elif site is not None and site.limit is not None:
+                limits[group] = site.limit
+            else:
+                raise ConfigurationError(
+                    f"SITE_POWER_LIMIT_KW (or {var}, or the site file's limit_kw) must be set for group {group!r}"
+                )
+
+        connectors = cls._connectors(settings, station_ids)
+        tenant = _int(settings, "CITRINEOS_TENANT_ID", 1, 0)
+        return cls(
+            api_url=api_url,
+            hasura_url=hasura_url,
+            hasura_admin_secret=settings.get("HASURA_ADMIN_SECRET"),
+            db_dsn=db_dsn,
+            tenant_id=tenant,
+            amqp_url=amqp_url,
+            exchange=settings.get("CITRINEOS_EXCHANGE", "citrineos") or "citrineos",
+            groups=groups,
+            group_limits=limits,
+            voltage=settings.voltage,
+            phases=settings.phases,
+            resolution_s=settings.resolution_s,
+            horizon_s=settings.horizon_s,
+            unit=settings.charging_rate_unit,
+            http_timeout_s=_positive_float(settings, "CITRINEOS_HTTP_TIMEOUT_S", 10.0),
+            answer_timeout_s=_positive_float(settings, "CITRINEOS_ANSWER_TIMEOUT_S", 5.0),
+            stack_level=_int(settings, "CITRINEOS_STACK_LEVEL", 1, 0),
+            profile_id_base=_int(settings, "CITRINEOS_PROFILE_ID_BASE", 9000, 1),
+            ocpp201_stations=frozenset(_csv(settings.get("CITRINEOS_OCPP201_STATIONS"))),
+            connectors=connectors,
+            site=site,
+        )
+
+    @staticmethod
+    def _connectors(settings: Settings, station_ids: tuple[str, ...]) -> dict[tuple[str, int], SessionParams]:
+        """``CONN_XX_*``: ``XX`` names the XX-th station of ``STATION_IDS``, connector 1, unless
+        ``CONN_XX_STATION`` / ``CONN_XX_CONNECTOR`` say otherwise."""
+        numbers = sorted({m.group(1) for m in (_CONN.match(k) for k in settings.values) if m})
+        out: dict[tuple[str, int], SessionParams] = {}
+        for num in numbers:
+            prefix = f"CONN_{num}_"
+            station = settings.get(prefix + "STATION")
+            if station is None:
+                index = int(num) - 1
+                if not 0 <= index < len(station_ids):
+                    raise ConfigurationError(
+                        f"{prefix}STATION must be set: STATION_IDS has no station number {int(num)}"
+                    )
+                station = station_ids[index]
+            connector = _int(settings, prefix + "CONNECTOR", 1, 0)
+            fields: dict[str, Any] = {}
+            for key, field in (
+                ("ENERGY_NEEDED_KWH", "energy_needed_kwh"),
+                ("MAX_POWER_KW", "max_power_kw"),
+                ("MIN_POWER_KW", "min_power_kw"),
+            ):
+                value = settings.get_float(prefix + key, minimum=0.0)
+                if value is not None:
+                    fields[field] = value
+            for key, field in (("ARRIVAL_TIME", "arrival"), ("DEPARTURE_TIME", "departure")):
+                raw = settings.get(prefix + key)
+                if raw is not None:
+                    fields[field] = check_time_value(raw, prefix + key)
+            params = SessionParams(**fields)
+            if (
+                params.max_power_kw is not None
+                and params.min_power_kw is not None
+                and params.min_power_kw > params.max_power_kw
+            ):
+                raise ConfigurationError(f"{prefix}MIN_POWER_KW must be <= {prefix}MAX_POWER_KW")
+            if (station, connector) in out:
+                raise ConfigurationError(f"{prefix}*: station {station!r} connector {connector} is configured twice")
+            out[(station, connector)] = params
+        return out

@@ -1,0 +1,503 @@
+"""RabbitMQ listener for CitrineOS 1.8.3: charging events trigger cycles, profile answers are correlated.
+
+CitrineOS publishes every OCPP message, in both directions, on the ``citrineos`` headers exchange
+(non-durable, not auto-delete, routing key ``""``), with the headers ``origin`` (``cs``/``csms``),
+``eventGroup``, ``action``, ``state`` (``"1"`` request, ``"2"`` answer), ``stationId``,
+``correlationId`` (the OCPP message id, shared by a request and its answer), ``tenantId`` and
+``timestamp``. :class:`CitrineOSListener` binds its own exclusive, auto-delete queue to that
+exchange with ``x-match: all`` bindings (see :data:`BINDINGS`), so CitrineOS's own queues are never
+touched, and runs a pika blocking connection in a daemon thread that reconnects with exponential
+backoff and jitter after the broker goes away, re-declaring its queue and bindings each time.
+
+Two kinds of messages arrive:
+
+- charging events (StartTransaction, StopTransaction, StatusNotification, and for OCPP 2.0.1
+  TransactionEvent and NotifyEVChargingNeeds, all ``origin=cs, state=1``): handlers see them,
+  then the trigger is called once per event (:func:`trigger_reason`);
+- SetChargingProfile requests published by CitrineOS (``csms``, state 1) and the chargers' answers
+  (``cs``, state 2): they go to the handlers only (the :class:`ProfileAnswerTracker`) and never
+  trigger a cycle, so sending profiles cannot feed back into the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "BINDINGS",
+    "EVENT_ACTIONS",
+    "AmqpEvent",
+    "CitrineOSListener",
+    "PendingAnswer",
+    "ProfileAnswerTracker",
+    "parse_message",
+    "profile_fingerprint",
+    "trigger_reason",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Charger-initiated actions that may change who charges or what they need.
+EVENT_ACTIONS: tuple[str, ...] = (
+    "StartTransaction",
+    "StopTransaction",
+    "StatusNotification",
+    "TransactionEvent",
+    "NotifyEVChargingNeeds",
+)
+
+#: The listener queue's bindings on the exchange (``x-match: all`` on string header values).
+BINDINGS: tuple[dict[str, str], ...] = (
+    *({"x-match": "all", "action": a, "origin": "cs", "state": "1"} for a in EVENT_ACTIONS),
+    # The request CitrineOS publishes for a REST SetChargingProfile (gives the correlationId) ...
+    {"x-match": "all", "action": "SetChargingProfile", "origin": "csms", "state": "1"},
+    # ... and the charger's answer under the same correlationId.
+    {"x-match": "all", "action": "SetChargingProfile", "origin": "cs", "state": "2"},
+)
+
+# TransactionEvent Updated arrives every few seconds with meter values; only these reasons
+# change what the planner should do.
+_TX_UPDATE_REASONS = frozenset(
+    {
+        "ChargingStateChanged",
+        "EVConnected",
+        "EVDeparted",
+        "EVCommunicationLost",
+        "StopAuthorized",
+        "Deauthorized",
+        "EnergyLimitReached",
+        "ChargingRateChanged",
+        "RemoteStop",
+        "AbnormalCondition",
+    }
+)
+
+
+@attrs.frozen
+class AmqpEvent:
+    """One message from the ``citrineos`` exchange, decoded.
+
+    Attributes:
+        action: OCPP action.
+        origin: ``cs`` (from the charger) or ``csms`` (from CitrineOS).
+        state: 1 request, 2 answer.
+        station_id: the station.
+        correlation_id: OCPP message id (request and answer share it).
+        tenant_id: tenant, as the string header.
+        payload: the OCPP payload.
+    """
+
+    action: str
+    origin: str
+    state: int
+    station_id: str
+    correlation_id: str
+    tenant_id: str
+    payload: Any
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def parse_message(headers: Mapping[str, Any] | None, body: bytes) -> AmqpEvent | None:
+    """Decode one message; None (and a debug log) when it does not have CitrineOS's shape.
+
+    Headers are authoritative; the body gives the payload (``payload``, or ``_payload`` in
+    CitrineOS's own answers).
+    """
+    h = headers or {}
+    action, origin, station = _text(h.get("action")), _text(h.get("origin")), _text(h.get("stationId"))
+    try:
+        state = int(_text(h.get("state")))
+        decoded = json.loads(body)
+    except (ValueError, TypeError):
+        logger.debug("ignoring a message that is not CitrineOS JSON (headers %r)", dict(h))
+        return None
+    if not action or not origin or not station or not isinstance(decoded, Mapping):
+        logger.debug("ignoring a message without action/origin/stationId (headers %r)", dict(h))
+        return None
+    payload = decoded.get("payload", decoded.get("_payload"))
+    return AmqpEvent(
+        action=action,
+        origin=origin,
+        state=state,
+        station_id=station,
+        correlation_id=_text(h.get("correlationId")),
+        tenant_id=_text(h.get("tenantId")),
+        payload=payload,
+    )
+
+
+def trigger_reason(event: AmqpEvent) -> str | None:
+    """Why ``event`` should start a cycle, or None (profile traffic, periodic meter values)."""
+    if event.origin != "cs" or event.state != 1 or event.action not in EVENT_ACTIONS:
+        return None
+    p = event.payload if isinstance(event.payload, Mapping) else {}
+    where = event.station_id
+    if event.action == "StatusNotification":
+        conn = p.get("connectorId", p.get("evseId"))
+        return f"StatusNotification {where}#{conn} {p.get('status', p.get('connectorStatus', '?'))}"
+    if event.action == "StartTransaction":
+        return f"StartTransaction {where}#{p.get('connectorId')}"
+    if event.action == "StopTransaction":
+        return f"StopTransaction {where} tx {p.get('transactionId')}"
+    if event.action == "TransactionEvent":
+        kind, reason = p.get("eventType"), p.get("triggerReason")
+        if kind in ("Started", "Ended") or reason in _TX_UPDATE_REASONS:
+            tx = (p.get("transactionInfo") or {}).get("transactionId")
+            return f"TransactionEvent {kind} {where} tx {tx} ({reason})"
+        return None
+    return f"NotifyEVChargingNeeds {where}#{p.get('evseId')}"
+
+
+def _instant(value: Any) -> str:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).isoformat()
+    except ValueError:
+        return str(value)
+
+
+def _periods(schedule: Any) -> tuple[tuple[float, float], ...]:
+    periods = schedule.get("chargingSchedulePeriod") if isinstance(schedule, Mapping) else None
+    return tuple((float(p["startPeriod"]), float(p["limit"])) for p in periods or ())
+
+
+def profile_fingerprint(payload: Any) -> tuple[Any, ...] | None:
+    """What identifies a SetChargingProfile request across CitrineOS's re-serialisation.
+
+    CitrineOS forwards the REST body as the OCPP payload but writes numbers the JavaScript way
+    (``16.0`` becomes ``16``), so numbers are compared as floats and times as instants. Works for
+    the 1.6 (``connectorId``/``csChargingProfiles``) and 2.0.1 (``evseId``/``chargingProfile``) shapes.
+    """
+    if not isinstance(payload, Mapping):
+        return None
+    try:
+        if "csChargingProfiles" in payload:
+            prof = payload["csChargingProfiles"]
+            sched = prof.get("chargingSchedule") or {}
+            return (
+                "1.6",
+                int(payload["connectorId"]),
+                int(prof["chargingProfileId"]),
+                int(prof["stackLevel"]),
+                str(prof.get("transactionId")),
+                _instant(sched.get("startSchedule")),
+                _periods(sched),
+            )
+        if "chargingProfile" in payload:
+            prof = payload["chargingProfile"]
+            scheds = prof.get("chargingSchedule") or [{}]
+            sched = scheds[0] if isinstance(scheds, list) and scheds else {}
+            return (
+                "2.0.1",
+                int(payload["evseId"]),
+                int(prof["id"]),
+                int(prof["stackLevel"]),
+                str(prof.get("transactionId")),
+                _instant(sched.get("startSchedule")),
+                _periods(sched),
+            )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return None
+
+
+class PendingAnswer:
+    """One SetChargingProfile whose charger answer is awaited."""
+
+    def __init__(self, tenant_id: str, station_id: str, fingerprint: tuple[Any, ...]) -> None:
+        self.tenant_id = tenant_id
+        self.station_id = station_id
+        self.fingerprint = fingerprint
+        self.correlation_id: str | None = None
+        self.status: str | None = None
+        self.answer: Any = None
+        self._done = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the charger's answer arrived (True) or ``timeout`` seconds passed (False)."""
+        return self._done.wait(timeout)
+
+    def _resolve(self, payload: Any) -> None:
+        self.answer = payload
+        status = payload.get("status") if isinstance(payload, Mapping) else None
+        self.status = str(status) if status is not None else None
+        self._done.set()
+
+
+class ProfileAnswerTracker:
+    """Matches a REST SetChargingProfile to the charger's answer on RabbitMQ.
+
+    CitrineOS's REST answer carries no id. The caller registers what it is about to send
+    (:meth:`expect`) *before* the POST; the first SetChargingProfile request CitrineOS then
+    publishes for that tenant and station with the same fingerprint gives the ``correlationId``,
+    and the charger's answer with that ``correlationId`` resolves it. Profiles sent by others
+    (CitrineOS's own smart charging, an operator) have other fingerprints and are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[PendingAnswer] = []
+        self._by_correlation: dict[str, PendingAnswer] = {}
+
+    def expect(self, tenant_id: int | str, station_id: str, payload: Mapping[str, Any]) -> PendingAnswer:
+        """Register the request body about to be POSTed; raises ValueError if it has no fingerprint."""
+        fp = profile_fingerprint(payload)
+        if fp is None:
+            raise ValueError("the SetChargingProfile body has no recognisable profile")
+        pending = PendingAnswer(str(tenant_id), station_id, fp)
+        with self._lock:
+            self._waiting.append(pending)
+        return pending
+
+    def discard(self, pending: PendingAnswer) -> None:
+        """Forget ``pending`` (after its answer or its timeout)."""
+        with self._lock:
+            if pending in self._waiting:
+                self._waiting.remove(pending)
+            if pending.correlation_id is not None:
+                self._by_correlation.pop(pending.correlation_id, None)
+
+    def feed(self, event: AmqpEvent) -> None:
+        """Handler for the listener: consume SetChargingProfile requests and answers."""
+        if event.action != "SetChargingProfile":
+            return
+        with self._lock:
+            if event.origin == "csms" and event.state == 1:
+                fp = profile_fingerprint(event.payload)
+                for pending in self._waiting:
+                    if (
+                        pending.correlation_id is None
+                        and pending.station_id == event.station_id
+                        and pending.tenant_id == event.tenant_id
+                        and pending.fingerprint == fp
+                    ):
+                        pending.correlation_id = event.correlation_id
+                        self._by_correlation[event.correlation_id] = pending
+                        break
+                return
+            if event.origin == "cs" and event.state == 2:
+                found = self._by_correlation.pop(event.correlation_id, None)
+                if found is not None:
+                    found._resolve(event.payload)
+
+    @property
+    def waiting(self) -> int:
+        """Number of requests still registered."""
+        with self._lock:
+            return len(self._waiting)
+
+
+Handler = Callable[[AmqpEvent], None]
+
+
+class CitrineOSListener:
+    """Consumes CitrineOS's exchange in a daemon thread; see the module documentation.
+
+    Args:
+        amqp_url: broker URL (``amqp://user:pass@host:5672/vhost``).
+        exchange: CitrineOS's exchange name.
+        trigger: called with a reason string once per charging event (may be set later).
+        handlers: called with every decoded message before the trigger.
+        accept: which messages matter (e.g. only the configured stations and tenant: the
+            exchange carries every station of every tenant); None accepts all.
+        reconnect_initial_s: first reconnect delay; doubles up to ``reconnect_max_s``, each
+            delay drawn uniformly from its upper half (jitter).
+        heartbeat_s: AMQP heartbeat, so a dead broker is noticed.
+    """
+
+    def __init__(
+        self,
+        amqp_url: str,
+        *,
+        exchange: str = "citrineos",
+        trigger: Callable[[str], None] | None = None,
+        handlers: tuple[Handler, ...] = (),
+        accept: Callable[[AmqpEvent], bool] | None = None,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        heartbeat_s: int = 30,
+    ) -> None:
+        self._url = amqp_url
+        self._exchange = exchange
+        self._trigger = trigger
+        self._handlers: list[Handler] = list(handlers)
+        self._accept = accept
+        self._initial = reconnect_initial_s
+        self._max = reconnect_max_s
+        self._heartbeat = heartbeat_s
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._connections = 0
+        self._queue: str | None = None
+        self._events = 0
+        self._triggers = 0
+
+    # -- public API --------------------------------------------------------------------------
+    def set_trigger(self, trigger: Callable[[str], None] | None) -> None:
+        """Set (or clear) the function called once per charging event."""
+        self._trigger = trigger
+
+    def add_handler(self, handler: Handler) -> None:
+        """Call ``handler`` with every decoded message (before the trigger)."""
+        self._handlers.append(handler)
+
+    def start(self) -> None:
+        """Start the consumer thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="optivgi-citrineos-amqp", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop consuming, close the connection and join the thread."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("AMQP listener thread did not stop within %.1f s", timeout)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the queue is bound and consuming; False when ``timeout`` passed first."""
+        return self._ready.wait(timeout)
+
+    @property
+    def is_consuming(self) -> bool:
+        """True while the queue is bound and a consumer is registered."""
+        return self._ready.is_set()
+
+    @property
+    def connection_count(self) -> int:
+        """How many times a connection was set up and consuming (1 + reconnections)."""
+        with self._lock:
+            return self._connections
+
+    @property
+    def queue_name(self) -> str | None:
+        """The broker-named queue of the current connection."""
+        with self._lock:
+            return self._queue
+
+    @property
+    def triggers(self) -> int:
+        """How many times the trigger was called."""
+        with self._lock:
+            return self._triggers
+
+    # -- thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        import pika
+        import pika.exceptions
+
+        params = pika.URLParameters(self._url)
+        params.heartbeat = self._heartbeat
+        params.blocked_connection_timeout = 60
+        params.client_properties = {"connection_name": "optivgi-citrineos-listener"}
+        delay = self._initial
+        while not self._stop.is_set():
+            connection = None
+            try:
+                connection = pika.BlockingConnection(params)
+                channel = self._declare(connection)
+                queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
+                for arguments in BINDINGS:
+                    channel.queue_bind(queue=queue, exchange=self._exchange, arguments=dict(arguments))
+                channel.basic_consume(queue=queue, on_message_callback=self._on_message, auto_ack=True)
+                with self._lock:
+                    self._connections += 1
+                    self._queue = queue
+                    count = self._connections
+                self._ready.set()
+                delay = self._initial
+                logger.info("AMQP listener consuming %s on exchange %r (connection %d)", queue, self._exchange, count)
+                while not self._stop.is_set():
+                    connection.process_data_events(time_limit=0.25)
+            except Exception as exc:  # broker loss (pika.exceptions.AMQPError, OSError) or anything else
+                if self._stop.is_set():
+                    break
+                pause = random.uniform(delay / 2, delay)
+                expected = isinstance(exc, pika.exceptions.AMQPError | OSError)
+                logger.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "AMQP listener lost the broker (%s: %s); reconnecting in %.1f s",
+                    type(exc).__name__,
+                    exc or "",
+                    pause,
+                    exc_info=not expected,
+                )
+                self._ready.clear()
+                self._close(connection)
+                connection = None
+                self._stop.wait(pause)
+                delay = min(delay * 2, self._max)
+            finally:
+                self._ready.clear()
+                self._close(connection)
+        logger.info("AMQP listener stopped")
+
+    def _declare(self, connection: Any) -> Any:
+        """Make sure the exchange exists without disturbing a running CitrineOS.
+
+        A passive declare checks it; only when it is missing (CitrineOS not started yet) is it
+        declared, with CitrineOS's own parameters so CitrineOS's later declare agrees.
+        """
+        import pika.exceptions
+
+        channel = connection.channel()
+        try:
+            channel.exchange_declare(exchange=self._exchange, passive=True)
+            return channel
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+        channel = connection.channel()
+        channel.exchange_declare(exchange=self._exchange, exchange_type="headers", durable=False, auto_delete=False)
+        return channel
+
+    @staticmethod
+    def _close(connection: Any) -> None:
+        if connection is None:
+            return
+        try:
+            if connection.is_open:
+                connection.close()
+        except Exception as exc:  # the connection is being thrown away; nothing else to do
+            logger.debug("closing the AMQP connection failed: %s", exc)
+
+    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        event = parse_message(getattr(properties, "headers", None), body)
+        if event is None or (self._accept is not None and not self._accept(event)):
+            return
+        with self._lock:
+            self._events += 1
+        for handler in list(self._handlers):
+            try:
+                handler(event)
+            except Exception:  # a faulty handler must not kill the consumer
+                logger.exception("AMQP handler failed on %s from %s", event.action, event.station_id)
+        reason = trigger_reason(event)
+        trigger = self._trigger
+        if reason is None or trigger is None:
+            return
+        with self._lock:
+            self._triggers += 1
+        logger.debug("trigger: %s", reason)
+        try:
+            trigger(reason)
+        except Exception:  # the loop's trigger must not kill the consumer either
+            logger.exception("trigger failed for %s", reason)

@@ -1,0 +1,763 @@
+"""The CitrineOS 1.8.3 translation: sessions from its database, profiles through its REST API.
+
+What CitrineOS 1.8.3 does and how this module answers it (details and sources in
+``docs/citrineos-contract.md``):
+
+- No REST endpoint lists sessions, so active transactions are read through Hasura GraphQL
+  (``HASURA_URL``) or plain SQL (``CITRINEOS_DB_DSN``) over CitrineOS's tables
+  (:mod:`optivgi_citrineos.queries`). A session is ``(stationId, transactionId)``: OCPP 1.6
+  transaction ids repeat across stations. The OCPP connector number comes from the ``Connector``
+  relationship (``Transactions.connectorId`` is a database id) and the delivered energy from the
+  latest ``Energy.Active.Import.Register`` minus ``meterStart`` (``totalKwh`` is wrong while active).
+- ``POST /ocpp/1.6/smartcharging/setChargingProfile`` answers ``[{"success": true}]`` when the call
+  is only *queued*; the charger's answer comes on RabbitMQ with the ``correlationId`` of the
+  request CitrineOS published, which :class:`~optivgi_citrineos.listener.ProfileAnswerTracker`
+  matches by station and profile fingerprint. A CALLERROR never reaches RabbitMQ: it ends as
+  UNANSWERED after ``CITRINEOS_ANSWER_TIMEOUT_S``.
+- CitrineOS holds one outstanding call per station, so one station's profiles are sent one after
+  another, each waiting for its answer; different stations are sent in parallel.
+- CitrineOS validates ``multipleOf: 0.1`` in binary floating point and lets negative limits and
+  float start periods through, so every period is checked here before sending, and the summed
+  limits of a group are checked against its site limit at every period boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+
+from optivgi.config import mask_url
+from optivgi.errors import ConfigurationError, CSMSConnectionError, CSMSResponseError
+from optivgi.models.ev import EV, ChargingRateUnit, to_utc
+from optivgi.models.profile import ChargingProfile, round_down_tenth
+from optivgi.translation import SendOutcome, Translation, TriggerFn
+from optivgi_citrineos import queries
+from optivgi_citrineos.config import CitrineOSConfig
+from optivgi_citrineos.listener import AmqpEvent, CitrineOSListener, ProfileAnswerTracker
+from optivgi_citrineos.sitefile import OCPP16, resolve_after, resolve_before
+
+if TYPE_CHECKING:
+    import httpx
+
+    from optivgi.config import Settings
+
+__all__ = [
+    "CitrineOSTranslation",
+    "SessionRow",
+    "SiteLimitExceeded",
+    "check_request_body",
+    "delivered_energy_wh",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Connector statuses for which an active transaction is not planned (ending, or stale data).
+SKIPPED_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Faulted"})
+
+# A session a StopTransaction/TransactionEvent Ended announced is hidden this long at most, in
+# case the database never marks it inactive (e.g. the stop was rejected).
+_ENDED_TTL_S = 600.0
+
+
+class SiteLimitExceeded(ValueError):
+    """The profiles of a group would together allow more than the group's site limit."""
+
+
+@attrs.frozen
+class SessionRow:
+    """One active transaction as read from CitrineOS, independent of the read path."""
+
+    station_id: str
+    transaction_id: str
+    connector_id: int | None
+    id_token: str | None = None
+    start_time: datetime | None = None
+    meter_start_wh: float | None = None
+    sampled_values: tuple[Mapping[str, Any], ...] = ()
+    connector_status: str | None = None
+    db_id: int | None = None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return to_utc(value)
+    return to_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return result
+
+
+def _sampled(value: Any) -> tuple[Mapping[str, Any], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes):
+        value = json.loads(value)
+    if not isinstance(value, list):
+        raise ValueError(f"sampledValue must be a list, got {type(value).__name__}")
+    return tuple(v for v in value if isinstance(v, Mapping))
+
+
+def delivered_energy_wh(sampled_values: Sequence[Mapping[str, Any]], meter_start_wh: float | None) -> float | None:
+    """Energy delivered so far [Wh]: the energy register minus ``meterStart``; None when unknown.
+
+    Uses the ``Energy.Active.Import.Register`` sample without a phase (the total), honouring
+    ``unitOfMeasure`` (``Wh``/``kWh`` and ``multiplier``). A register below ``meterStart`` (a meter
+    reset) gives 0.
+    """
+    if meter_start_wh is None:
+        return None
+    best: tuple[int, float] | None = None
+    for sv in sampled_values:
+        if sv.get("measurand") != "Energy.Active.Import.Register":
+            continue
+        try:
+            value = float(sv["value"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        raw_uom = sv.get("unitOfMeasure")
+        uom: Mapping[str, Any] = raw_uom if isinstance(raw_uom, Mapping) else {}
+        unit = str(uom.get("unit") or sv.get("unit") or "Wh")
+        multiplier = int(uom.get("multiplier") or 0)
+        wh = value * (10.0**multiplier) * (1000.0 if unit.lower() == "kwh" else 1.0)
+        rank = 0 if sv.get("phase") in (None, "") else 1  # the total beats a per-phase register
+        if best is None or rank < best[0]:
+            best = (rank, wh)
+    if best is None:
+        return None
+    return max(best[1] - meter_start_wh, 0.0)
+
+
+def limit_kw(unit: ChargingRateUnit, limit: float, voltage: float, phases: int) -> float:
+    """A profile limit in kW: ``W`` limits are watts, ``A`` limits amps per phase."""
+    if unit is ChargingRateUnit.W:
+        return float(limit) / 1000.0
+    return float(limit) * voltage * phases / 1000.0
+
+
+def check_request_body(body: Mapping[str, Any]) -> None:
+    """Check what CitrineOS would forward unchecked; raise ValueError naming the first bad field.
+
+    Every ``limit`` must be a number >= 0 that is a valid tenth (``round_down_tenth(x) == x``),
+    every ``startPeriod`` an integer (not ``60.0``), the first 0 and the rest increasing.
+    """
+    if "csChargingProfiles" in body:
+        schedules = [body["csChargingProfiles"].get("chargingSchedule")]
+        where = "csChargingProfiles.chargingSchedule"
+    else:
+        schedules = list(body["chargingProfile"].get("chargingSchedule") or [])
+        where = "chargingProfile.chargingSchedule"
+    if not schedules:
+        raise ValueError(f"{where} is missing")
+    for s_index, schedule in enumerate(schedules):
+        periods = schedule.get("chargingSchedulePeriod") if isinstance(schedule, Mapping) else None
+        if not periods:
+            raise ValueError(f"{where}[{s_index}].chargingSchedulePeriod must hold at least one period")
+        previous = -1
+        for i, period in enumerate(periods):
+            here = f"{where}[{s_index}].chargingSchedulePeriod[{i}]"
+            start, limit = period.get("startPeriod"), period.get("limit")
+            if isinstance(start, bool) or not isinstance(start, int):
+                raise ValueError(f"{here}.startPeriod must be an integer, got {start!r}")
+            if (i == 0 and start != 0) or start <= previous:
+                raise ValueError(f"{here}.startPeriod must start at 0 and increase, got {start!r}")
+            previous = start
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit):
+                raise ValueError(f"{here}.limit must be a finite number, got {limit!r}")
+            if limit < 0:
+                raise ValueError(f"{here}.limit must be >= 0, got {limit!r}")
+            if round_down_tenth(float(limit)) != limit:
+                raise ValueError(f"{here}.limit must be a multiple of 0.1 that CitrineOS accepts, got {limit!r}")
+            phases = period.get("numberPhases")
+            if phases is not None and phases not in (1, 2, 3):
+                raise ValueError(f"{here}.numberPhases must be 1, 2 or 3, got {phases!r}")
+
+
+@attrs.define
+class _Send:
+    """One EV's profile on its way to CitrineOS."""
+
+    ev: EV
+    ev_id: str
+    station_id: str
+    group: str
+    ocpp: str
+    profile: ChargingProfile
+    body: dict[str, Any]
+
+
+class CitrineOSTranslation(Translation):
+    """Connects opti-vgi to CitrineOS 1.8.3 (see the module documentation and ``docs/citrineos.md``).
+
+    Args:
+        config: validated configuration (:meth:`from_settings` builds it).
+        client: an ``httpx.Client`` to use (not closed by :meth:`teardown`); by default one is
+            created and owned.
+        clock: returns "now" (UTC); injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: CitrineOSConfig,
+        *,
+        client: httpx.Client | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._owns_client = client is None
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._tracker = ProfileAnswerTracker()
+        self._listener: CitrineOSListener | None = None
+        self._trigger: TriggerFn | None = None
+        self._lock = threading.Lock()
+        self._ended: dict[tuple[str, str], float] = {}
+        #: Why each EV got its last outcome (``ev_id`` → reason), for logs and callers.
+        self.last_reasons: dict[str, str] = {}
+
+    # -- construction and life cycle ---------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Settings, *, client: httpx.Client | None = None) -> Self:
+        """Build from settings; raises ConfigurationError naming the first bad variable."""
+        return cls(CitrineOSConfig.from_settings(settings), client=client)
+
+    def describe(self) -> dict[str, Any]:
+        """Endpoints and groups, secrets masked."""
+        return self.config.describe()
+
+    def setup(self) -> None:
+        """Create the HTTP client and start the RabbitMQ listener (when ``AMQP_URL`` is set)."""
+        self._http()
+        self._ensure_listener()
+
+    def teardown(self) -> None:
+        """Stop the listener and close the HTTP client this translation created."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def attach(self, trigger: TriggerFn) -> None:
+        """Call ``trigger(reason)`` on each charging event seen on RabbitMQ (needs ``AMQP_URL``)."""
+        self._trigger = trigger
+        listener = self._ensure_listener()
+        if listener is None:
+            logger.warning("AMQP_URL is not set: no charging events will trigger cycles")
+        else:
+            listener.set_trigger(trigger)
+
+    @property
+    def listener(self) -> CitrineOSListener | None:
+        """The RabbitMQ listener, once started."""
+        return self._listener
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self.config.http_timeout_s)
+            self._owns_client = True
+        return self._client
+
+    def _ensure_listener(self) -> CitrineOSListener | None:
+        if self.config.amqp_url is None:
+            return None
+        with self._lock:
+            listener = self._listener
+            created = listener is None
+            if listener is None:
+                listener = self._listener = CitrineOSListener(
+                    self.config.amqp_url,
+                    exchange=self.config.exchange,
+                    trigger=self._trigger,
+                    handlers=(self._tracker.feed, self._on_event),
+                    accept=self._accepts,
+                )
+                listener.start()
+        # Only the first call waits for the broker; later ones must not stall a cycle while it reconnects.
+        if created and not listener.wait_ready(self.config.http_timeout_s):
+            logger.warning(
+                "RabbitMQ at %s is not reachable yet; the listener keeps retrying",
+                mask_url(self.config.amqp_url),
+            )
+        return listener
+
+    def _accepts(self, event: AmqpEvent) -> bool:
+        """Only this tenant's configured stations matter (the exchange carries every station)."""
+        return event.tenant_id == str(self.config.tenant_id) and self.config.group_of(event.station_id) is not None
+
+    def _on_event(self, event: AmqpEvent) -> None:
+        """Hide a session as soon as RabbitMQ says it stopped, before the database does."""
+        if event.origin != "cs" or event.state != 1 or not isinstance(event.payload, Mapping):
+            return
+        tx: Any = None
+        if event.action == "StopTransaction":
+            tx = event.payload.get("transactionId")
+        elif event.action == "TransactionEvent" and event.payload.get("eventType") == "Ended":
+            tx = (event.payload.get("transactionInfo") or {}).get("transactionId")
+        if tx is not None:
+            with self._lock:
+                self._ended[(event.station_id, str(tx))] = time.monotonic()
+
+    # -- reading sessions --------------------------------------------------------------------
+    def get_evs(self, group_name: str) -> tuple[list[EV], float | None]:
+        """Active sessions of the group's stations; rows that cannot be understood are logged and skipped.
+
+        Raises:
+            CSMSConnectionError: Hasura/PostgreSQL could not be reached.
+            CSMSResponseError: it answered with an error.
+        """
+        stations = self.config.groups.get(group_name)
+        if stations is None:
+            logger.warning("unknown station group %r (configured: %s)", group_name, ", ".join(self.config.groups))
+            return [], self.config.voltage
+        rows = self._read_sessions(stations)
+        now = to_utc(self._clock())
+        active_keys = {(r.station_id, r.transaction_id) for r in rows}
+        with self._lock:
+            cutoff = time.monotonic() - _ENDED_TTL_S
+            self._ended = {k: t for k, t in self._ended.items() if t >= cutoff and k in active_keys}
+            ended = set(self._ended)
+        evs: list[EV] = []
+        seen: set[tuple[str, str]] = set()
+        for row in rows:
+            key = (row.station_id, row.transaction_id)
+            if row.station_id not in stations:
+                logger.debug("session %s:%s skipped: station not in group %r", *key, group_name)
+                continue
+            if key in seen:
+                logger.warning("session %s:%s listed twice; the second row is skipped", *key)
+                continue
+            seen.add(key)
+            if key in ended:
+                logger.info("session %s:%s skipped: stopped (seen on RabbitMQ)", *key)
+                continue
+            if row.connector_status in SKIPPED_STATUSES:
+                logger.info("session %s:%s skipped: connector status %s", *key, row.connector_status)
+                continue
+            try:
+                evs.append(self._build_ev(row, now))
+            except (ValueError, TypeError, KeyError) as exc:
+                logger.warning("session %s:%s skipped: %s", *key, exc)
+        logger.debug("group %r: %d active session(s)", group_name, len(evs))
+        return evs, self.config.voltage
+
+    def _build_ev(self, row: SessionRow, now: datetime) -> EV:
+        if row.connector_id is None:
+            raise ValueError("no OCPP connector number (Connector relationship missing)")
+        cfg = self.config
+        params = cfg.session_params(row.station_id, row.connector_id, row.id_token)
+        tz = cfg.tz
+        if row.start_time is not None:
+            arrival = row.start_time
+        elif params.arrival is not None:
+            arrival = resolve_before(params.arrival, now, tz)
+        else:
+            arrival = now
+        arrival = min(arrival, now)
+        horizon_end = now + timedelta(seconds=cfg.horizon_s)
+        departure = horizon_end
+        if params.departure is not None:
+            planned = resolve_after(params.departure, arrival, tz)
+            if planned > now:
+                departure = planned
+            else:
+                logger.debug(
+                    "session %s:%s is past its planned departure; using the horizon end",
+                    row.station_id,
+                    row.transaction_id,
+                )
+        delivered = delivered_energy_wh(row.sampled_values, row.meter_start_wh)
+        needed_kwh = params.energy_needed_kwh or 0.0
+        remaining = max(needed_kwh - (delivered or 0.0) / 1000.0, 0.0)
+        max_kw = params.max_power_kw if params.max_power_kw is not None else 0.0
+        min_kw = min(params.min_power_kw or 0.0, max_kw)
+        return EV(
+            ev_id=f"{row.station_id}:{row.transaction_id}",
+            station_id=row.station_id,
+            connector_id=row.connector_id,
+            arrival_time=arrival,
+            departure_time=departure,
+            energy=remaining,
+            min_power=min_kw,
+            max_power=max_kw,
+            active=True,
+            unit=ChargingRateUnit.W,
+            voltage=params.voltage or cfg.voltage,
+            phases=params.phases or cfg.phases,
+            transaction_id=row.transaction_id,
+        )
+
+    def _read_sessions(self, stations: Sequence[str]) -> list[SessionRow]:
+        if self.config.graphql_url is not None:
+            return self._read_graphql(stations)
+        return self._read_sql(stations)
+
+    def _read_graphql(self, stations: Sequence[str]) -> list[SessionRow]:
+        import httpx
+
+        url = self.config.graphql_url
+        if url is None:
+            raise ConfigurationError("HASURA_URL must be set for the GraphQL read path")
+        headers = {"x-hasura-admin-secret": self.config.hasura_admin_secret} if self.config.hasura_admin_secret else {}
+        document = {
+            "query": queries.ACTIVE_SESSIONS_QUERY,
+            "variables": {"stationIds": list(stations), "tenantId": self.config.tenant_id},
+            "operationName": queries.ACTIVE_SESSIONS_OPERATION,
+        }
+        try:
+            resp = self._http().post(url, json=document, headers=headers, timeout=self.config.http_timeout_s)
+        except httpx.HTTPError as exc:
+            raise CSMSConnectionError(f"Hasura at {mask_url(url)} unreachable: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code != 200:
+            raise CSMSResponseError(
+                f"Hasura answered HTTP {resp.status_code}: {resp.text[:200]}", status_code=resp.status_code
+            )
+        try:
+            answer = resp.json()
+        except ValueError:
+            raise CSMSResponseError("Hasura answered with a body that is not JSON", status_code=200) from None
+        if not isinstance(answer, Mapping) or answer.get("errors"):
+            errors = answer.get("errors") if isinstance(answer, Mapping) else answer
+            raise CSMSResponseError(f"Hasura answered with errors: {errors!r}"[:500], status_code=200)
+        data = answer.get("data") or {}
+        transactions = data.get("Transactions") if isinstance(data, Mapping) else None
+        if not isinstance(transactions, list):
+            raise CSMSResponseError("Hasura's answer has no Transactions list", status_code=200)
+        rows: list[SessionRow] = []
+        for raw in transactions:
+            try:
+                rows.append(self._row_from_graphql(raw))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                logger.warning("skipping a malformed Transactions row (%s): %.200r", exc, raw)
+        return rows
+
+    @staticmethod
+    def _row_from_graphql(raw: Mapping[str, Any]) -> SessionRow:
+        station = raw["stationId"]
+        tx = raw["transactionId"]
+        if not isinstance(station, str) or not station or tx is None or str(tx) == "":
+            raise ValueError("stationId/transactionId missing")
+        connector = raw.get("Connector") or {}
+        number = connector.get("connectorId")
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 0):
+            raise ValueError(f"Connector.connectorId must be an integer >= 0, got {number!r}")
+        meter_values = raw.get("MeterValues") or []
+        sampled = _sampled(meter_values[0].get("sampledValue")) if meter_values else ()
+        status = None
+        station_row = raw.get("ChargingStation") or {}
+        latest_ts: datetime | None = None
+        for item in station_row.get("LatestStatusNotifications") or []:
+            sn = (item or {}).get("StatusNotification") or {}
+            if number is not None and sn.get("connectorId") == number:
+                ts = _parse_time(sn.get("timestamp"))
+                if latest_ts is None or (ts is not None and ts >= latest_ts):
+                    status, latest_ts = sn.get("connectorStatus"), ts
+        return SessionRow(
+            station_id=station,
+            transaction_id=str(tx),
+            connector_id=number,
+            id_token=(raw.get("Authorization") or {}).get("idToken"),
+            start_time=_parse_time(raw.get("startTime")),
+            meter_start_wh=_optional_float(raw.get("meterStart")),
+            sampled_values=sampled,
+            connector_status=status,
+            db_id=raw.get("id"),
+        )
+
+    def _read_sql(self, stations: Sequence[str]) -> list[SessionRow]:
+        dsn = self.config.db_dsn
+        if dsn is None:
+            raise ConfigurationError("HASURA_URL or CITRINEOS_DB_DSN must be set to read sessions")
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError:
+            raise ConfigurationError("CITRINEOS_DB_DSN needs psycopg (v3): pip install 'psycopg[binary]'") from None
+        try:
+            with psycopg.connect(
+                dsn, connect_timeout=max(1, int(self.config.http_timeout_s)), row_factory=dict_row
+            ) as conn:
+                records = conn.execute(queries.ACTIVE_SESSIONS_SQL, {"tenant_id": self.config.tenant_id}).fetchall()
+        except psycopg.OperationalError as exc:
+            raise CSMSConnectionError(f"PostgreSQL at {mask_url(dsn)} unreachable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise CSMSResponseError(f"the session query failed: {exc}") from exc
+        wanted = set(stations)
+        rows: list[SessionRow] = []
+        for rec in records:
+            if rec.get("stationId") not in wanted:
+                continue
+            try:
+                number = rec.get("ocppConnectorId")
+                rows.append(
+                    SessionRow(
+                        station_id=str(rec["stationId"]),
+                        transaction_id=str(rec["transactionId"]),
+                        connector_id=None if number is None else int(number),
+                        id_token=rec.get("idToken"),
+                        start_time=_parse_time(rec.get("startTime")),
+                        meter_start_wh=_optional_float(rec.get("meterStart")),
+                        sampled_values=_sampled(rec.get("lastSampledValue")),
+                        connector_status=rec.get("lastConnectorStatus"),
+                        db_id=rec.get("transactionDatabaseId"),
+                    )
+                )
+            except (ValueError, TypeError, KeyError) as exc:
+                logger.warning("skipping a malformed session row (%s): %.200r", exc, dict(rec))
+        return rows
+
+    # -- limits ------------------------------------------------------------------------------
+    def get_peak_power_demand(
+        self, group_name: str, now: datetime, voltage: float | None = None
+    ) -> Sequence[float] | float:
+        """The group's site limit [kW]: a constant, or one value per planning step from the site file."""
+        schedule = self.config.group_limits.get(group_name)
+        if schedule is None:
+            raise ConfigurationError(f"SITE_POWER_LIMIT_KW: no limit for unknown group {group_name!r}")
+        return schedule.series(to_utc(now), self.config.resolution_s, self.config.horizon_s // self.config.resolution_s)
+
+    def check_site_limit(self, group: str, profiles: Sequence[tuple[EV, ChargingProfile]]) -> None:
+        """Raise :class:`SiteLimitExceeded` when the profiles together allow more than the group's limit.
+
+        The sum is taken at every period start of every profile (absolute time), each profile
+        counting the limit in force then (its first limit before it starts, its last after it
+        ends), converted to kW with the EV's voltage and the period's phases.
+        """
+        schedule = self.config.group_limits[group]
+        entries: list[tuple[datetime, list[tuple[int, float]]]] = []
+        instants: set[datetime] = set()
+        for ev, profile in profiles:
+            kw = [
+                (p.start_period, limit_kw(profile.unit, p.limit, self._volts(ev), p.number_phases or ev.phases))
+                for p in profile.periods
+            ]
+            entries.append((profile.start_schedule, kw))
+            instants.update(profile.start_schedule + timedelta(seconds=s) for s, _ in kw)
+        for instant in sorted(instants):
+            total = 0.0
+            for start, kw in entries:
+                offset = (instant - start).total_seconds()
+                current = kw[0][1]
+                for s, value in kw:
+                    if s <= offset:
+                        current = value
+                total += current
+            allowed = schedule.at(instant)
+            if total > allowed + 1e-9:
+                raise SiteLimitExceeded(
+                    f"group {group!r}: the profiles allow {total:.3f} kW at {instant.isoformat()}, "
+                    f"above the site limit of {allowed:.3f} kW"
+                )
+
+    # -- sending -----------------------------------------------------------------------------
+    def send_power_to_evs(
+        self, powers: Mapping[EV, ChargingProfile], unit: ChargingRateUnit | None = None
+    ) -> Mapping[str, SendOutcome]:
+        """Send each EV its profile through CitrineOS and report what the charger did.
+
+        Outcomes: APPLIED (the charger answered Accepted on RabbitMQ), REJECTED (CitrineOS said
+        ``success: false`` — unknown or offline station — or the charger answered Rejected),
+        UNANSWERED (queued, but no answer within ``CITRINEOS_ANSWER_TIMEOUT_S``, e.g. a CALLERROR),
+        FAILED (refused here, 4xx/5xx, unreachable). The reason of each is logged and kept in
+        :attr:`last_reasons`.
+        """
+        outcomes: dict[str, SendOutcome] = {}
+        reasons: dict[str, str] = {}
+        sends: list[_Send] = []
+        for ev, profile in powers.items():
+            ev_id = str(ev.ev_id)
+            try:
+                sends.append(self._prepare(ev, profile))
+            except (ValueError, TypeError, KeyError) as exc:
+                outcomes[ev_id], reasons[ev_id] = SendOutcome.FAILED, f"not sent: {exc}"
+        by_group: dict[str, list[_Send]] = defaultdict(list)
+        for s in sends:
+            by_group[s.group].append(s)
+        to_send: list[_Send] = []
+        for group, items in by_group.items():
+            try:
+                self.check_site_limit(group, [(s.ev, s.profile) for s in items])
+            except SiteLimitExceeded as exc:
+                logger.error("refusing to send %d profile(s): %s", len(items), exc)
+                for s in items:
+                    outcomes[s.ev_id], reasons[s.ev_id] = SendOutcome.FAILED, f"not sent: {exc}"
+                continue
+            to_send.extend(items)
+
+        by_station: dict[str, list[_Send]] = defaultdict(list)
+        for s in to_send:
+            by_station[s.station_id].append(s)
+        if by_station:
+            if self.config.amqp_url is not None:
+                self._ensure_listener()
+            with ThreadPoolExecutor(max_workers=min(8, len(by_station)), thread_name_prefix="citrineos-send") as pool:
+                futures = [pool.submit(self._send_station, items) for items in by_station.values()]
+                for future in futures:
+                    for ev_id, (outcome, reason) in future.result().items():
+                        outcomes[ev_id], reasons[ev_id] = outcome, reason
+
+        for ev_id, outcome in outcomes.items():
+            level = logging.INFO if outcome is SendOutcome.APPLIED else logging.WARNING
+            logger.log(level, "profile for %s: %s (%s)", ev_id, outcome.value, reasons[ev_id])
+        self.last_reasons.update(reasons)
+        return outcomes
+
+    def _prepare(self, ev: EV, profile: ChargingProfile) -> _Send:
+        station = str(ev.station_id)
+        group = self.config.group_of(station)
+        if group is None:
+            raise ValueError(f"station {station!r} is in no configured group, so its site limit is unknown")
+        params = self.config.station(station)
+        target = params.unit or profile.unit
+        profile_id = self.config.profile_id_base + ev.connector_id
+        tx = profile.transaction_id if profile.transaction_id is not None else ev.transaction_id
+        if target is not profile.unit or params.max_periods is not None:
+            # Rebuilt from the planned power when the loop kept it (one rounding), else from the
+            # profile's own periods (rounded down once more, never up).
+            if ev.power:
+                power_kw: list[float] = list(ev.power)
+                resolution = self.config.resolution_s
+            else:
+                power_kw, resolution = self._periods_as_steps(ev, profile)
+            profile = ChargingProfile.from_power(
+                power_kw,
+                start=profile.start_schedule,
+                resolution_s=resolution,
+                unit=target,
+                voltage=self._volts(ev),
+                phases=ev.phases,
+                charging_profile_id=profile_id,
+                stack_level=self.config.stack_level,
+                purpose=profile.purpose,
+                kind=profile.kind,
+                transaction_id=tx,
+                duration=profile.duration,
+                valid_to=profile.valid_to,
+                max_periods=params.max_periods,
+            )
+        else:
+            profile = attrs.evolve(
+                profile,
+                charging_profile_id=profile_id,
+                stack_level=self.config.stack_level,
+                transaction_id=tx,
+            )
+        if params.ocpp == OCPP16:
+            body: dict[str, Any] = {"connectorId": ev.connector_id, "csChargingProfiles": profile.to_ocpp16()}
+        else:
+            # The 2.0.1 EVSE is taken to be the connector number (one connector per EVSE).
+            body = {"evseId": ev.connector_id, "chargingProfile": profile.to_ocpp201()}
+        check_request_body(body)
+        return _Send(ev, str(ev.ev_id), station, group, params.ocpp or OCPP16, profile, body)
+
+    def _volts(self, ev: EV) -> float:
+        """The EV's voltage, or the site's when the EV leaves it open."""
+        return float(ev.voltage) if ev.voltage is not None else self.config.voltage
+
+    def _periods_as_steps(self, ev: EV, profile: ChargingProfile) -> tuple[list[float], int]:
+        volts = self._volts(ev)
+        starts = [p.start_period for p in profile.periods]
+        step = math.gcd(*starts) if len(starts) > 1 else 60
+        step = step or 60
+        end = starts[-1] + step
+        power: list[float] = []
+        for t in range(0, end, step):
+            current = profile.periods[0]
+            for p in profile.periods:
+                if p.start_period <= t:
+                    current = p
+            power.append(limit_kw(profile.unit, current.limit, volts, current.number_phases or ev.phases))
+        return power, step
+
+    def _send_station(self, items: list[_Send]) -> dict[str, tuple[SendOutcome, str]]:
+        """One station's profiles, strictly one after another (CitrineOS allows one call in flight)."""
+        out: dict[str, tuple[SendOutcome, str]] = {}
+        for s in sorted(items, key=lambda s: s.ev.connector_id):
+            try:
+                out[s.ev_id] = self._send_one(s)
+            except Exception as exc:  # one bad send must not lose the other outcomes
+                logger.exception("sending the profile for %s failed", s.ev_id)
+                out[s.ev_id] = (SendOutcome.FAILED, f"{type(exc).__name__}: {exc}")
+        return out
+
+    def _send_one(self, s: _Send) -> tuple[SendOutcome, str]:
+        import httpx
+
+        cfg = self.config
+        version = "1.6" if s.ocpp == OCPP16 else "2.0.1"
+        url = f"{cfg.api_url}/ocpp/{version}/smartcharging/setChargingProfile"
+        params: dict[str, str | int] = {"identifier": s.station_id, "tenantId": cfg.tenant_id}
+        listener = self._listener
+        pending = None
+        if listener is not None and listener.is_consuming:
+            # Registered before the POST: CitrineOS publishes the request within milliseconds.
+            pending = self._tracker.expect(cfg.tenant_id, s.station_id, s.body)
+        try:
+            try:
+                resp = self._http().post(url, params=params, json=s.body, timeout=cfg.http_timeout_s)
+            except httpx.TimeoutException:
+                return SendOutcome.FAILED, f"CitrineOS did not answer within {cfg.http_timeout_s:g} s"
+            except httpx.HTTPError as exc:
+                return (
+                    SendOutcome.FAILED,
+                    f"CitrineOS at {mask_url(cfg.api_url)} unreachable: {type(exc).__name__}",
+                )
+            status = resp.status_code
+            try:
+                answer: Any = resp.json()
+            except ValueError:
+                answer = None
+            if status == 400:
+                message = answer.get("message") if isinstance(answer, Mapping) else resp.text[:200]
+                code = answer.get("code") if isinstance(answer, Mapping) else None
+                return SendOutcome.FAILED, f"CitrineOS refused the request (400 {code or ''}): {message}"
+            if status != 200:
+                return SendOutcome.FAILED, f"CitrineOS answered HTTP {status}: {resp.text[:200]}"
+            if not isinstance(answer, list) or not answer or not isinstance(answer[0], Mapping):
+                return SendOutcome.FAILED, f"CitrineOS answered an unexpected body: {resp.text[:200]}"
+            result = answer[0]
+            if result.get("success") is not True:
+                return SendOutcome.REJECTED, f"CitrineOS: {result.get('payload', 'success false')}"
+            if pending is None:
+                return (
+                    SendOutcome.UNANSWERED,
+                    "queued by CitrineOS; no RabbitMQ listener connected to see the charger's answer",
+                )
+            if not pending.wait(cfg.answer_timeout_s):
+                seen = (
+                    f"request published as {pending.correlation_id}"
+                    if pending.correlation_id
+                    else "request not seen on RabbitMQ"
+                )
+                return (
+                    SendOutcome.UNANSWERED,
+                    f"queued by CitrineOS; no charger answer within {cfg.answer_timeout_s:g} s ({seen})",
+                )
+            if pending.status == "Accepted":
+                return SendOutcome.APPLIED, f"charger accepted ({pending.correlation_id})"
+            return SendOutcome.REJECTED, f"charger answered {pending.status or repr(pending.answer)}"
+        finally:
+            if pending is not None:
+                self._tracker.discard(pending)
