@@ -118,7 +118,7 @@ def _series_or_number(value: Any, field: str, n_steps: int, *, minimum: float | 
     return _number(value, field, minimum=minimum)
 
 
-def _parse_ev(raw: Any, i: int, ids: set[str]) -> EV:
+def _parse_ev(raw: Any, i: int, ids: set[str], now: datetime) -> EV:
     where = f"evs[{i}]."
     if not isinstance(raw, dict):
         raise _fail(f"evs[{i}]", "must be an object", raw)
@@ -143,7 +143,7 @@ def _parse_ev(raw: Any, i: int, ids: set[str]) -> EV:
     if pmax < pmin:
         raise _fail(f"{where}max_power_kw", f"must be >= min_power_kw ({pmin:g})", pmax)
     return EV(ev_id=ev_id, station_id=station, connector_id=connector, arrival_time=arrival,
-              departure_time=departure, energy=energy, min_power=pmin, max_power=pmax)
+              departure_time=departure, energy=energy, min_power=pmin, max_power=pmax, active=arrival <= now)
 
 
 def parse_scenario(doc: Any) -> Scenario:
@@ -179,7 +179,7 @@ def parse_scenario(doc: Any) -> Scenario:
     if not isinstance(raw_evs, list):
         raise _fail("evs", "must be a list", type(raw_evs).__name__)
     ids: set[str] = set()
-    evs = tuple(_parse_ev(raw, i, ids) for i, raw in enumerate(raw_evs))
+    evs = tuple(_parse_ev(raw, i, ids, now) for i, raw in enumerate(raw_evs))
     return Scenario(name=name, description=description, now=now, resolution_s=resolution,
                     horizon_s=horizon, site=SiteConstraints(limit, price), evs=evs)
 

@@ -216,6 +216,7 @@ class SimulatedTranslation(Translation):
                     energy=max(st.ev.energy_kwh - st.delivered_kwh, 0.0),
                     departure_time=st.ev.departure_time if self.known_departures else horizon_end,
                     transaction_id=ev_id,
+                    active=True,
                     power=[],
                 ))
         return evs, self.voltage
