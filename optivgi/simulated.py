@@ -66,16 +66,7 @@ class _State:
         offset = (t - p.start_schedule).total_seconds()
         if p.duration is not None and offset >= p.duration:
             return 0.0
-        current = p.periods[0]
-        for period in p.periods:
-            if period.start_period > offset:
-                break
-            current = period
-        limit = current.limit
-        phases = current.number_phases or self.ev.phases
-        if p.unit is ChargingRateUnit.W:
-            return limit / 1000.0
-        return p.unit.to_kw(limit, self.ev.voltage or voltage, phases)
+        return p.limit_kw_at(offset, self.ev.voltage or voltage, self.ev.phases)
 
 
 class SimulatedTranslation(Translation):

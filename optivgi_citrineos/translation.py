@@ -147,13 +147,6 @@ def delivered_energy_wh(sampled_values: Sequence[Mapping[str, Any]], meter_start
     return max(best[1] - meter_start_wh, 0.0)
 
 
-def limit_kw(unit: ChargingRateUnit, limit: float, voltage: float, phases: int) -> float:
-    """A profile limit in kW: ``W`` limits are watts, ``A`` limits amps per phase."""
-    if unit is ChargingRateUnit.W:
-        return float(limit) / 1000.0
-    return float(limit) * voltage * phases / 1000.0
-
-
 def check_request_body(body: Mapping[str, Any]) -> None:
     """Check what CitrineOS would forward unchecked; raise ValueError naming the first bad field.
 
@@ -550,7 +543,7 @@ class CitrineOSTranslation(Translation):
         instants: set[datetime] = set()
         for ev, profile in profiles:
             kw = [
-                (p.start_period, limit_kw(profile.unit, p.limit, self._volts(ev), p.number_phases or ev.phases))
+                (p.start_period, profile.unit.limit_to_kw(p.limit, self._volts(ev), p.number_phases or ev.phases))
                 for p in profile.periods
             ]
             entries.append((profile.start_schedule, kw))
@@ -684,11 +677,7 @@ class CitrineOSTranslation(Translation):
         end = starts[-1] + step
         power: list[float] = []
         for t in range(0, end, step):
-            current = profile.periods[0]
-            for p in profile.periods:
-                if p.start_period <= t:
-                    current = p
-            power.append(limit_kw(profile.unit, current.limit, volts, current.number_phases or ev.phases))
+            power.append(profile.limit_kw_at(t, volts, ev.phases))
         return power, step
 
     def _send_station(self, items: list[_Send]) -> dict[str, tuple[SendOutcome, str]]:

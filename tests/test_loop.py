@@ -60,8 +60,7 @@ def _settings(**kw: object) -> Settings:
 
 
 def _kw(profile: ChargingProfile, voltage: float = 240.0) -> float:
-    return profile.unit.to_kw(profile.first_limit if profile.unit is ChargingRateUnit.A
-                              else profile.first_limit / 1000, voltage, 1)
+    return profile.limit_kw_at(0, voltage)
 
 
 def test_one_cycle_sends_fair_profiles_under_the_limit() -> None:

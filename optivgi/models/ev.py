@@ -24,6 +24,16 @@ class ChargingRateUnit(enum.StrEnum):
             return float(value)
         return float(value) * voltage * phases / 1000.0
 
+    def limit_to_kw(self, limit: float, voltage: float, phases: int = 1) -> float:
+        """Convert a profile limit in this unit (watts for ``W``, amps per phase for ``A``) to kW.
+
+        The inverse of :meth:`from_kw`; :meth:`to_kw` instead reads ``W`` values as kW, the unit
+        of EV fields.
+        """
+        if self is ChargingRateUnit.W:
+            return float(limit) / 1000.0
+        return float(limit) * voltage * phases / 1000.0
+
     def from_kw(self, power_kw: float, voltage: float, phases: int = 1) -> float:
         """Convert ``power_kw`` [kW] to this unit: watts for ``W``, amps per phase for ``A``."""
         if self is ChargingRateUnit.W:

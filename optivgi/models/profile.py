@@ -206,6 +206,23 @@ class ChargingProfile(Mapping[str, Any]):
             valid_to=valid_to,
         )
 
+    def period_at(self, offset_s: float) -> ChargingSchedulePeriod:
+        """The period in force ``offset_s`` seconds after the schedule start (the first before it)."""
+        current = self.periods[0]
+        for period in self.periods[1:]:
+            if period.start_period > offset_s:
+                break
+            current = period
+        return current
+
+    def limit_kw_at(self, offset_s: float, voltage: float, phases: int = 1) -> float:
+        """The limit [kW] in force ``offset_s`` seconds after the schedule start.
+
+        ``voltage`` [V] and ``phases`` convert amps; a period's own ``number_phases`` wins.
+        """
+        period = self.period_at(offset_s)
+        return self.unit.limit_to_kw(period.limit, voltage, period.number_phases or phases)
+
     @property
     def first_limit(self) -> float:
         """The limit in force at the start of the schedule, in the profile's unit."""
