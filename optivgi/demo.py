@@ -14,7 +14,6 @@ from optivgi.algorithms.base import Algorithm
 from optivgi.clock import AcceleratedClock
 from optivgi.config import Settings
 from optivgi.loop import CycleReport, Scheduler
-from optivgi.models.ev import ChargingRateUnit
 from optivgi.scenario import Scenario
 from optivgi.simulated import SimEvent, SimulatedTranslation, default_scenario
 
@@ -45,10 +44,6 @@ class DemoResult:
 
 def _hhmmss(t: datetime) -> str:
     return t.strftime("%H:%M:%S")
-
-
-def _profile_kw(profile_limit: float, unit: ChargingRateUnit, voltage: float | None, phases: int) -> float:
-    return unit.to_kw(profile_limit / 1000.0 if unit is ChargingRateUnit.W else profile_limit, voltage or 0.0, phases)
 
 
 def run_demo(
@@ -100,9 +95,11 @@ def run_demo(
         if group is None or group.error is not None:
             say(report.now, f"cycle failed: {group.error if group else 'no group'}")
             return
+        # Profiles come ordered reductions first and only for connected EVs: pair them by id.
+        evs = {str(ev.ev_id): ev for ev in group.evs}
         alloc = {
-            ev_id: _profile_kw(p.first_limit, p.unit, ev.voltage, ev.phases)
-            for ev, (ev_id, p) in zip(group.evs, group.profiles.items(), strict=True)
+            ev_id: p.limit_kw_at(0, evs[ev_id].voltage or settings.voltage, evs[ev_id].phases)
+            for ev_id, p in sorted(group.profiles.items())
         }
         allocations.append((report.now, alloc))
         requested = sum(ev.max_power_kw for ev in group.evs)
