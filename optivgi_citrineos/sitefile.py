@@ -84,14 +84,18 @@ def check_time_value(value: str, where: str) -> str:
     return value
 
 
+def _absolute(value: str, tz: tzinfo) -> datetime:
+    parsed = _parse_datetime(value, tz)
+    if parsed is None:
+        raise ValueError(f"not HH:MM or an ISO 8601 date-time: {value!r}")
+    return parsed
+
+
 def resolve_after(value: str, after: datetime, tz: tzinfo) -> datetime:
     """The moment ``value`` names: a date-time as is, ``"HH:MM"`` as its first occurrence after ``after``."""
     tod = parse_time_of_day(value)
     if tod is None:
-        parsed = _parse_datetime(value, tz)
-        if parsed is None:
-            raise ValueError(f"not HH:MM or an ISO 8601 date-time: {value!r}")
-        return parsed
+        return _absolute(value, tz)
     local = to_utc(after).astimezone(tz)
     candidate = datetime.combine(local.date(), tod, tzinfo=tz)
     while candidate <= local:
@@ -103,10 +107,7 @@ def resolve_before(value: str, before: datetime, tz: tzinfo) -> datetime:
     """The moment ``value`` names: a date-time as is, ``"HH:MM"`` as its last occurrence <= ``before``."""
     tod = parse_time_of_day(value)
     if tod is None:
-        parsed = _parse_datetime(value, tz)
-        if parsed is None:
-            raise ValueError(f"not HH:MM or an ISO 8601 date-time: {value!r}")
-        return parsed
+        return _absolute(value, tz)
     local = to_utc(before).astimezone(tz)
     candidate = datetime.combine(local.date(), tod, tzinfo=tz)
     while candidate > local:

@@ -39,12 +39,7 @@ def charger_message(
     payload: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Headers and body of a request, or of a charger's answer (plain keys)."""
-    context = {
-        "stationId": station_id,
-        "correlationId": correlation_id,
-        "tenantId": tenant_id,
-        "timestamp": timestamp,
-    }
+    context = _context(station_id, correlation_id, tenant_id, timestamp)
     body = {
         "origin": origin,
         "eventGroup": event_group,
@@ -67,12 +62,7 @@ def csms_answer(
     payload: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Headers and body of CitrineOS's own answer to a charger (keys with a leading underscore)."""
-    context = {
-        "stationId": station_id,
-        "correlationId": correlation_id,
-        "tenantId": tenant_id,
-        "timestamp": timestamp,
-    }
+    context = _context(station_id, correlation_id, tenant_id, timestamp)
     body = {
         "_origin": "csms",
         "_eventGroup": "router",
@@ -83,6 +73,15 @@ def csms_answer(
         "_protocol": "ocpp1.6",
     }
     return _headers("csms", "router", action, 2, context), body
+
+
+def _context(station_id: str, correlation_id: str, tenant_id: int, timestamp: str) -> dict[str, Any]:
+    return {
+        "stationId": station_id,
+        "correlationId": correlation_id,
+        "tenantId": tenant_id,
+        "timestamp": timestamp,
+    }
 
 
 def _headers(origin: str, event_group: str, action: str, state: int, context: dict[str, Any]) -> dict[str, Any]:

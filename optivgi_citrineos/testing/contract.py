@@ -28,6 +28,7 @@ __all__ = [
     "contract_dir",
     "load_jsonl",
     "load_recording",
+    "set_profile_body",
     "substitute",
 ]
 
@@ -51,6 +52,30 @@ VOLATILE_KEYS = frozenset(
         "scheduleStart",
     }
 )
+
+
+def set_profile_body(
+    profile_id: int, limits: list[float], *, tx: int = 1, unit: str = "A", period_s: int = 600
+) -> dict[str, Any]:
+    """A 1.6 SetChargingProfile REST body like the recorded ones: a TxProfile on connector 1 with
+    one period per limit, ``period_s`` apart."""
+    return {
+        "connectorId": 1,
+        "csChargingProfiles": {
+            "chargingProfileId": profile_id,
+            "stackLevel": 1,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Absolute",
+            "transactionId": tx,
+            "chargingSchedule": {
+                "chargingRateUnit": unit,
+                "startSchedule": "2026-11-24T00:37:30Z",
+                "chargingSchedulePeriod": [
+                    {"startPeriod": period_s * i, "limit": limit, "numberPhases": 1} for i, limit in enumerate(limits)
+                ],
+            },
+        },
+    }
 
 
 def contract_dir() -> Path:

@@ -13,7 +13,7 @@ import pytest
 
 from optivgi_citrineos.testing import CitrineOSDouble, ProfileAnswer, TestChargePoint
 from optivgi_citrineos.testing.chargepoint import LoopThread
-from optivgi_citrineos.testing.contract import AmqpRecorder, assert_same_shape, load_jsonl
+from optivgi_citrineos.testing.contract import AmqpRecorder, assert_same_shape, load_jsonl, set_profile_body
 
 RECORDINGS = ("amqp-messages.jsonl", "run2/amqp-messages.jsonl")
 VOLATILE_HEADERS = {"correlationId", "timestamp", "stationId"}
@@ -46,21 +46,7 @@ def _rest(double: CitrineOSDouble, path: str, station: str, body: dict[str, Any]
 
 
 def _profile(profile_id: int, limit: float) -> dict[str, Any]:
-    return {
-        "connectorId": 1,
-        "csChargingProfiles": {
-            "chargingProfileId": profile_id,
-            "stackLevel": 1,
-            "chargingProfilePurpose": "TxProfile",
-            "chargingProfileKind": "Absolute",
-            "transactionId": 1,
-            "chargingSchedule": {
-                "chargingRateUnit": "A",
-                "startSchedule": "2026-11-24T00:37:30Z",
-                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit, "numberPhases": 1}],
-            },
-        },
-    }
+    return set_profile_body(profile_id, [limit])
 
 
 @pytest.fixture(scope="module")

@@ -18,27 +18,9 @@ from psycopg.rows import dict_row
 from optivgi_citrineos import queries
 from optivgi_citrineos.testing import CitrineOSDouble, ProfileAnswer, TestChargePoint
 from optivgi_citrineos.testing.chargepoint import LoopThread
-from optivgi_citrineos.testing.contract import AmqpRecorder, CallbackServer
+from optivgi_citrineos.testing.contract import AmqpRecorder, CallbackServer, set_profile_body
 
-
-def _profile(profile_id: int, limits: list[float], tx: int = 1, unit: str = "A") -> dict[str, Any]:
-    return {
-        "connectorId": 1,
-        "csChargingProfiles": {
-            "chargingProfileId": profile_id,
-            "stackLevel": 1,
-            "chargingProfilePurpose": "TxProfile",
-            "chargingProfileKind": "Absolute",
-            "transactionId": tx,
-            "chargingSchedule": {
-                "chargingRateUnit": unit,
-                "startSchedule": "2026-11-24T00:37:30Z",
-                "chargingSchedulePeriod": [
-                    {"startPeriod": 600 * i, "limit": limit, "numberPhases": 1} for i, limit in enumerate(limits)
-                ],
-            },
-        },
-    }
+_profile = set_profile_body
 
 
 def _scp(double: CitrineOSDouble, station: str, body: dict[str, Any], callback: str | None = None) -> Any:

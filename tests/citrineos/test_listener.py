@@ -29,6 +29,7 @@ from optivgi_citrineos.listener import (
     profile_fingerprint,
     trigger_reason,
 )
+from optivgi_citrineos.testing.contract import set_profile_body
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 EXCHANGE = "citrineos"
@@ -209,21 +210,7 @@ def test_trigger_reason_skips_profile_traffic_and_periodic_meter_values() -> Non
 
 
 def test_fingerprint_survives_javascript_number_rendering() -> None:
-    sent = {
-        "connectorId": 1,
-        "csChargingProfiles": {
-            "chargingProfileId": 9001,
-            "stackLevel": 1,
-            "chargingProfilePurpose": "TxProfile",
-            "chargingProfileKind": "Absolute",
-            "transactionId": 1,
-            "chargingSchedule": {
-                "chargingRateUnit": "A",
-                "startSchedule": "2026-11-24T00:37:30Z",
-                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0, "numberPhases": 1}],
-            },
-        },
-    }
+    sent = set_profile_body(9001, [16.0])
     published = json.loads(json.dumps(sent).replace("16.0", "16"))
     assert profile_fingerprint(sent) == profile_fingerprint(published)
     other = json.loads(json.dumps(sent).replace("16.0", "10.5"))
