@@ -19,8 +19,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 import attrs
+import numpy as np
 
-from optivgi.algorithms.base import Algorithm
+from optivgi.algorithms.base import Algorithm, Problem
+from optivgi.algorithms.validate import validate_schedule
 from optivgi.clock import Clock, SystemClock
 from optivgi.config import Settings
 from optivgi.models.ev import EV
@@ -107,6 +109,8 @@ class Scheduler:
         self._queue: queue.Queue[str] = queue.Queue()
         # First-step power [kW] last confirmed per EV, to send reductions before increases.
         self._last_kw: dict[str, float] = {}
+        # EVs whose last profile was not confirmed: they may draw up to their max.
+        self._unconfirmed: set[str] = set()
         self._stop = threading.Event()
 
     # -- triggers -------------------------------------------------------------------------
@@ -145,6 +149,37 @@ class Scheduler:
             )
         return profiles
 
+    def _plan(self, problem: Problem, evs: list[EV]) -> PowerSchedule:
+        """Plan, counting every EV whose last profile was not confirmed at its max power.
+
+        Such an EV may still be drawing whatever it drew before (a rejected profile leaves the
+        old one in force), so the others are planned within what is left of the limit, and it is
+        offered its max again (scaled down, all of them together, if even that does not fit).
+        """
+        pinned_rows = np.array([ev.active and str(ev.ev_id) in self._unconfirmed for ev in evs], dtype=bool)
+        if not pinned_rows.any():
+            return plan(problem, self.algorithm)
+        mask = problem.window_mask()[pinned_rows]
+        pinned = problem.max_power_kw[pinned_rows, None] * mask
+        reserved = pinned.sum(axis=0)
+        scale = np.ones_like(reserved)
+        over = reserved > problem.site_limit_kw
+        scale[over] = problem.site_limit_kw[over] / reserved[over]
+        pinned = pinned * scale[None, :]
+        # A scaled share below an EV's minimum cannot be regulated: pause it rather than break the rule.
+        pinned[pinned < problem.min_power_kw[pinned_rows, None]] = 0.0
+        rest_limit = np.maximum(problem.site_limit_kw - pinned.sum(axis=0), 0.0)
+        rest = plan(problem.select(~pinned_rows, rest_limit), self.algorithm)
+        power = problem.zeros()
+        power[~pinned_rows] = rest.power_kw
+        power[pinned_rows] = pinned
+        power = validate_schedule(problem, power)
+        held = [i for i, keep in zip(problem.ids, pinned_rows, strict=True) if keep]
+        logger.warning("unconfirmed EVs %s counted at their max power", ", ".join(held))
+        note = "; ".join(n for n in (rest.note, f"unconfirmed EVs counted at max: {', '.join(held)}") if n)
+        return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, rest.algorithm,
+                             rest.solve_seconds, note=note)
+
     def _run_group(self, group: str, now: datetime) -> GroupResult:
         result = GroupResult(group)
         evs, voltage = self.translation.get_evs(group)
@@ -157,7 +192,7 @@ class Scheduler:
         problem = build_problem(result.evs, site, now, resolution_s=self.settings.resolution_s,
                                 n_steps=self.settings.n_steps)
         result.site_limit_kw = float(problem.site_limit_kw[0]) if problem.n_steps else 0.0
-        schedule = plan(problem, self.algorithm)
+        schedule = self._plan(problem, result.evs)
         result.schedule = schedule
         if schedule.note:
             logger.warning("group %s: %s", group, schedule.note)
@@ -181,8 +216,10 @@ class Scheduler:
         for ev_id, outcome in result.outcomes.items():
             if outcome is SendOutcome.APPLIED:
                 self._last_kw[ev_id] = first.get(ev_id, 0.0)
+                self._unconfirmed.discard(ev_id)
             else:
                 self._last_kw.pop(ev_id, None)
+                self._unconfirmed.add(ev_id)
                 logger.warning("group %s: profile for EV %s was %s", group, ev_id, outcome.value)
         return result
 

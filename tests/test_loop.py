@@ -173,3 +173,49 @@ def test_reductions_are_sent_before_increases() -> None:
     for ev_id in order:
         current[ev_id] = _kw(site.sent[-1][ev_id])
         assert sum(current.values()) <= 30.0 + 1e-9
+
+
+class RejectingSite(FakeSite):
+    """Rejects the profiles of the EVs in ``reject``."""
+
+    def __init__(self, reject: set[str], **kw: int) -> None:
+        super().__init__(**kw)
+        self.reject = reject
+
+    def send_power_to_evs(self, powers: Mapping[EV, ChargingProfile],
+                          unit: ChargingRateUnit | None = None) -> dict[str, SendOutcome]:
+        super().send_power_to_evs(powers, unit)
+        return {str(ev.ev_id): SendOutcome.REJECTED if str(ev.ev_id) in self.reject else SendOutcome.APPLIED
+                for ev in powers}
+
+
+def test_a_rejected_ev_is_counted_at_its_max_until_confirmed() -> None:
+    site = RejectingSite({"EV-0"})
+    sched = Scheduler(site, EqualShareAlgorithm(), _settings())
+    first = sched.run_cycle().groups["default"]
+    assert first.outcomes["EV-0"] is SendOutcome.REJECTED
+    assert all(_kw(p) == pytest.approx(5.0, abs=0.01) for p in site.sent[-1].values())
+    # EV-0 may still draw 7.2 kW: the other five share the remaining 22.8 kW
+    second = sched.run_cycle().groups["default"]
+    sent = site.sent[-1]
+    assert _kw(sent["EV-0"]) == pytest.approx(7.2, abs=0.01)
+    others = [_kw(p) for ev_id, p in sent.items() if ev_id != "EV-0"]
+    # 4.56 kW each, rounded down to a valid tenth of an amp at 240 V
+    assert all(22.8 / 5 - 0.05 <= v <= 22.8 / 5 for v in others)
+    assert 7.2 + sum(others) <= 30.0 + 1e-9
+    assert "unconfirmed EVs counted at max: EV-0" in (second.schedule.note if second.schedule else "")
+    # once the charger confirms, EV-0 is planned like everyone again
+    site.reject.clear()
+    sched.run_cycle()
+    sched.run_cycle()
+    assert all(_kw(p) == pytest.approx(5.0, abs=0.01) for p in site.sent[-1].values())
+
+
+def test_unconfirmed_evs_together_above_the_limit_are_scaled_into_it() -> None:
+    site = RejectingSite({f"EV-{i}" for i in range(6)})
+    sched = Scheduler(site, EqualShareAlgorithm(), _settings())
+    sched.run_cycle()
+    sched.run_cycle()  # six unconfirmed EVs x 7.2 kW = 43.2 kW > 30 kW
+    total = sum(_kw(p) for p in site.sent[-1].values())
+    assert total <= 30.0 + 1e-9
+    assert all(_kw(p) == pytest.approx(5.0, abs=0.01) for p in site.sent[-1].values())

@@ -114,6 +114,19 @@ class Problem:
         k = np.arange(self.n_steps)
         return (k[None, :] >= self.first_step[:, None]) & (k[None, :] < self.end_step[:, None])
 
+    def select(self, rows: npt.NDArray[np.bool_], site_limit_kw: FloatArray | None = None) -> Problem:
+        """The sub-problem of the EVs where ``rows`` is True, optionally with other site limits."""
+        return attrs.evolve(
+            self,
+            ids=[i for i, keep in zip(self.ids, rows, strict=True) if keep],
+            site_limit_kw=self.site_limit_kw if site_limit_kw is None else site_limit_kw,
+            energy_kwh=self.energy_kwh[rows],
+            min_power_kw=self.min_power_kw[rows],
+            max_power_kw=self.max_power_kw[rows],
+            first_step=self.first_step[rows],
+            end_step=self.end_step[rows],
+        )
+
     def zeros(self) -> FloatArray:
         """An all-zero ``(n, T)`` schedule."""
         return np.zeros((self.n_evs, self.n_steps))
