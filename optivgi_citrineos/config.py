@@ -16,9 +16,13 @@ A station may belong to one group only (its power would otherwise be counted twi
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Mapping
+import ssl
+import urllib.parse
+from collections.abc import Iterable, Mapping
 from datetime import tzinfo
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -36,7 +40,14 @@ from optivgi_citrineos.sitefile import (
     check_time_value,
 )
 
-__all__ = ["BUILTIN_SESSION_DEFAULTS", "CitrineOSConfig", "group_variable"]
+__all__ = [
+    "BUILTIN_SESSION_DEFAULTS",
+    "CitrineOSConfig",
+    "SecretRedactor",
+    "TlsFiles",
+    "group_variable",
+    "redact",
+]
 
 #: Used when neither the environment nor the site file says anything about a session.
 BUILTIN_SESSION_DEFAULTS = SessionParams(energy_needed_kwh=30.0, max_power_kw=7.2, min_power_kw=0.0)
@@ -73,6 +84,106 @@ def _int(settings: Settings, name: str, default: int, minimum: int) -> int:
     if value < minimum:
         raise ConfigurationError(f"{name} must be >= {minimum}, got {raw!r}")
     return value
+
+
+def _switch(settings: Settings, name: str, default: bool) -> bool:
+    raw = settings.get(name)
+    if raw is None:
+        return default
+    text = raw.strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise ConfigurationError(f"{name} must be on or off, got {raw!r}")
+
+
+def _file(settings: Settings, name: str) -> str | None:
+    raw = settings.get(name)
+    if raw is None:
+        return None
+    if not Path(raw).is_file():
+        raise ConfigurationError(f"{name}: {raw!r} is not a readable file")
+    return raw
+
+
+def _url_secrets(url: str | None) -> list[str]:
+    """The password (and a token-like user name) embedded in a URL or libpq DSN."""
+    if not url:
+        return []
+    found: list[str] = []
+    if "://" in url:
+        try:
+            split = urllib.parse.urlsplit(url)
+        except ValueError:
+            split = None
+        if split is not None and split.password:
+            found += [split.password, urllib.parse.unquote(split.password)]
+    found += re.findall(r"password\s*=\s*'?([^'\s]+)", url)
+    return found
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***`` and URL passwords masked."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return mask_url(text)
+
+
+class SecretRedactor(logging.Filter):
+    """A logging filter that removes known secrets from a record's message and traceback.
+
+    Attached to the plugin's module loggers, so whatever ends up in a log line (a URL, an error
+    text echoed by a server, an exception from a library) never carries a password or token.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Redact these strings too (secrets shorter than 3 characters are ignored: they would
+        garble every log line and are not worth protecting this way)."""
+        self._secrets.update(s for s in secrets if s and len(s) >= 3)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is the logging module's problem, not ours
+            return True
+        record.msg, record.args = redact(message, self._secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self._secrets)
+        return True
+
+
+@attrs.frozen
+class TlsFiles:
+    """TLS material for one connection: a CA bundle to trust and an optional client certificate."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        """True when anything is set."""
+        return any((self.ca_file, self.cert_file, self.key_file))
+
+    def context(self) -> ssl.SSLContext:
+        """A client context verifying the server (with ``ca_file`` if set) and presenting the
+        client certificate if set; raises ConfigurationError when the files cannot be loaded."""
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            files = ", ".join(f for f in (self.ca_file, self.cert_file, self.key_file) if f)
+            raise ConfigurationError(f"cannot load the TLS files {files}: {exc}") from None
+        return ctx
 
 
 def _url(settings: Settings, name: str) -> str | None:
@@ -114,6 +225,26 @@ class CitrineOSConfig:
         connectors: session settings per (station, connector) from ``CONN_XX_*``.
         site: the parsed site file (``CITRINEOS_SITE_FILE``), if any.
         tz: time zone of ``HH:MM`` times (site file ``timezone``, default UTC).
+        api_token: bearer token for CitrineOS REST (``CITRINEOS_API_TOKEN``), never logged.
+        api_user / api_password: basic auth for CitrineOS REST (``CITRINEOS_API_USER`` /
+            ``CITRINEOS_API_PASSWORD``), never logged.
+        api_tls: CA bundle and client certificate for REST and Hasura (``CITRINEOS_CA_FILE``,
+            ``CITRINEOS_CLIENT_CERT``, ``CITRINEOS_CLIENT_KEY``).
+        amqp_tls: the same for RabbitMQ over ``amqps://`` (``AMQP_CA_FILE``, ``AMQP_CLIENT_CERT``,
+            ``AMQP_CLIENT_KEY``).
+        interval_s: the loop's interval [s] (``INTERVAL_S``).
+        fallback: install the site-safe fallback profile on every station (``CITRINEOS_FALLBACK``,
+            on by default).
+        fallback_stack_level: its stackLevel (``CITRINEOS_FALLBACK_STACK_LEVEL``, default 0).
+        connectors_per_station: connectors assumed on a station with fewer configured
+            (``CITRINEOS_CONNECTORS_PER_STATION``, default 1); the fallback share divides the
+            site limit among all of them.
+        profile_validity_s: TxProfiles carry ``validTo`` = send time + this
+            (``CITRINEOS_PROFILE_VALIDITY_S``, default 3 x ``INTERVAL_S``; 0 = no ``validTo``).
+        retry_budget_s: how long one cycle may spend retrying failed CSMS calls
+            (``CITRINEOS_RETRY_BUDGET_S``, default 15).
+        retry_initial_s / retry_max_s: first and largest pause between retries
+            (``CITRINEOS_RETRY_INITIAL_S``, default 0.25; ``CITRINEOS_RETRY_MAX_S``, default 4).
     """
 
     api_url: str
@@ -137,6 +268,51 @@ class CitrineOSConfig:
     ocpp201_stations: frozenset[str] = frozenset()
     connectors: Mapping[tuple[str, int], SessionParams] = attrs.field(factory=dict)
     site: SiteFile | None = None
+    api_token: str | None = attrs.field(default=None, repr=False)
+    api_user: str | None = None
+    api_password: str | None = attrs.field(default=None, repr=False)
+    api_tls: TlsFiles = TlsFiles()
+    amqp_tls: TlsFiles = TlsFiles()
+    interval_s: float = 60.0
+    fallback: bool = True
+    fallback_stack_level: int = 0
+    connectors_per_station: int = 1
+    profile_validity_s: float = 180.0
+    retry_budget_s: float = 15.0
+    retry_initial_s: float = 0.25
+    retry_max_s: float = 4.0
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret, for redaction (passwords in URLs and DSN included)."""
+        found = [s for s in (self.hasura_admin_secret, self.api_token, self.api_password) if s]
+        for url in (self.api_url, self.hasura_url, self.amqp_url, self.db_dsn):
+            found += _url_secrets(url)
+        return tuple(dict.fromkeys(found))
+
+    def connectors_of(self, station_id: str) -> tuple[int, ...]:
+        """The connector numbers configured for a station (``CONN_XX_*`` and the site file)."""
+        numbers = {c for s, c in self.connectors if s == station_id}
+        if self.site is not None:
+            numbers |= {c for s, c in self.site.connectors if s == station_id}
+        return tuple(sorted(numbers))
+
+    def connector_count(self, group: str) -> int:
+        """Connectors of a group: per station the configured ones, at least ``connectors_per_station``."""
+        return sum(max(len(self.connectors_of(s)), self.connectors_per_station) for s in self.groups.get(group, ()))
+
+    def lowest_limit_kw(self, group: str) -> float:
+        """The lowest value the group's limit ever takes (a daily schedule's minimum)."""
+        schedule = self.group_limits[group]
+        if schedule.constant_kw is not None:
+            return schedule.constant_kw
+        return min(kw for _, kw in schedule.steps)
+
+    def fallback_share_kw(self, group: str) -> float:
+        """Power [kW] each connector of the group may draw under the fallback profile: the lowest
+        site limit divided among all the group's connectors, so all of them together fit."""
+        count = self.connector_count(group)
+        return self.lowest_limit_kw(group) / count if count else 0.0
 
     @property
     def tz(self) -> tzinfo:
@@ -196,6 +372,12 @@ class CitrineOSConfig:
             "groups": {k: list(v) for k, v in self.groups.items()},
             "site_file": self.site.path if self.site else None,
             "answer_timeout_s": self.answer_timeout_s,
+            "api_auth": "bearer" if self.api_token else "basic" if self.api_user else None,
+            "api_tls": self.api_tls.configured,
+            "amqp_tls": self.amqp_tls.configured,
+            "fallback": self.fallback,
+            "profile_validity_s": self.profile_validity_s,
+            "retry_budget_s": self.retry_budget_s,
         }
 
     @classmethod
@@ -259,6 +441,48 @@ class CitrineOSConfig:
 
         connectors = cls._connectors(settings, station_ids)
         tenant = _int(settings, "CITRINEOS_TENANT_ID", 1, 0)
+        stack_level = _int(settings, "CITRINEOS_STACK_LEVEL", 1, 0)
+        fallback_level = _int(settings, "CITRINEOS_FALLBACK_STACK_LEVEL", 0, 0)
+        fallback = _switch(settings, "CITRINEOS_FALLBACK", True)
+        if fallback and fallback_level >= stack_level:
+            raise ConfigurationError(
+                f"CITRINEOS_FALLBACK_STACK_LEVEL ({fallback_level}) must be below CITRINEOS_STACK_LEVEL ({stack_level})"
+            )
+        validity = settings.get_float("CITRINEOS_PROFILE_VALIDITY_S", minimum=0.0)
+        if validity is None:
+            validity = 3 * settings.interval_s
+        if 0 < validity < settings.interval_s:
+            # The profiles would lapse between two periodic cycles and every EV would drop to its
+            # fallback share until the next one.
+            raise ConfigurationError(
+                f"CITRINEOS_PROFILE_VALIDITY_S must be 0 or >= INTERVAL_S ({settings.interval_s:g}), got {validity:g}"
+            )
+        api_user, api_password = settings.get("CITRINEOS_API_USER"), settings.get("CITRINEOS_API_PASSWORD")
+        api_token = settings.get("CITRINEOS_API_TOKEN")
+        if api_token and api_user:
+            raise ConfigurationError("set CITRINEOS_API_TOKEN or CITRINEOS_API_USER, not both")
+        if api_password and not api_user:
+            raise ConfigurationError("CITRINEOS_API_PASSWORD needs CITRINEOS_API_USER")
+        api_tls = TlsFiles(
+            _file(settings, "CITRINEOS_CA_FILE"),
+            _file(settings, "CITRINEOS_CLIENT_CERT"),
+            _file(settings, "CITRINEOS_CLIENT_KEY"),
+        )
+        amqp_tls = TlsFiles(
+            _file(settings, "AMQP_CA_FILE"), _file(settings, "AMQP_CLIENT_CERT"), _file(settings, "AMQP_CLIENT_KEY")
+        )
+        for tls, prefix in ((api_tls, "CITRINEOS"), (amqp_tls, "AMQP")):
+            if tls.key_file and not tls.cert_file:
+                raise ConfigurationError(f"{prefix}_CLIENT_KEY needs {prefix}_CLIENT_CERT")
+        if amqp_tls.configured and amqp_url is not None and not amqp_url.lower().startswith("amqps://"):
+            raise ConfigurationError(
+                f"AMQP_CA_FILE/AMQP_CLIENT_CERT need an amqps:// AMQP_URL, got {mask_url(amqp_url)}"
+            )
+        retry_initial = _positive_float(settings, "CITRINEOS_RETRY_INITIAL_S", 0.25)
+        retry_max = _positive_float(settings, "CITRINEOS_RETRY_MAX_S", 4.0)
+        if retry_max < retry_initial:
+            raise ConfigurationError("CITRINEOS_RETRY_MAX_S must be >= CITRINEOS_RETRY_INITIAL_S")
+        budget = settings.get_float("CITRINEOS_RETRY_BUDGET_S", 15.0, minimum=0.0)
         return cls(
             api_url=api_url,
             hasura_url=hasura_url,
@@ -276,11 +500,24 @@ class CitrineOSConfig:
             unit=settings.charging_rate_unit,
             http_timeout_s=_positive_float(settings, "CITRINEOS_HTTP_TIMEOUT_S", 10.0),
             answer_timeout_s=_positive_float(settings, "CITRINEOS_ANSWER_TIMEOUT_S", 5.0),
-            stack_level=_int(settings, "CITRINEOS_STACK_LEVEL", 1, 0),
+            stack_level=stack_level,
             profile_id_base=_int(settings, "CITRINEOS_PROFILE_ID_BASE", 9000, 1),
             ocpp201_stations=frozenset(_csv(settings.get("CITRINEOS_OCPP201_STATIONS"))),
             connectors=connectors,
             site=site,
+            api_token=api_token,
+            api_user=api_user,
+            api_password=api_password,
+            api_tls=api_tls,
+            amqp_tls=amqp_tls,
+            interval_s=settings.interval_s,
+            fallback=fallback,
+            fallback_stack_level=fallback_level,
+            connectors_per_station=_int(settings, "CITRINEOS_CONNECTORS_PER_STATION", 1, 1),
+            profile_validity_s=validity,
+            retry_budget_s=budget if budget is not None else 15.0,
+            retry_initial_s=retry_initial,
+            retry_max_s=retry_max,
         )
 
     @staticmethod

@@ -16,7 +16,14 @@ Two kinds of messages arrive:
   then the trigger is called once per event (:func:`trigger_reason`);
 - SetChargingProfile requests published by CitrineOS (``csms``, state 1) and the chargers' answers
   (``cs``, state 2): they go to the handlers only (the :class:`ProfileAnswerTracker`) and never
-  trigger a cycle, so sending profiles cannot feed back into the loop.
+  trigger a cycle, so sending profiles cannot feed back into the loop;
+- BootNotification (``cs``, state 1): handlers only (a rebooted charger may have lost its
+  profiles), no cycle.
+
+A charger reports a burst of StatusNotifications when it boots or a session starts (connector 0,
+then each connector, often repeating a status). Only a change of a connector's status can change
+the plan, so a StatusNotification for connector 0 (the whole charge point) or repeating the last
+status seen for that connector does not trigger a cycle; the loop coalesces the rest.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -61,6 +69,8 @@ BINDINGS: tuple[dict[str, str], ...] = (
     {"x-match": "all", "action": "SetChargingProfile", "origin": "csms", "state": "1"},
     # ... and the charger's answer under the same correlationId.
     {"x-match": "all", "action": "SetChargingProfile", "origin": "cs", "state": "2"},
+    # A (re)booted charger: its fallback profile is installed again.
+    {"x-match": "all", "action": "BootNotification", "origin": "cs", "state": "1"},
 )
 
 # TransactionEvent Updated arrives every few seconds with meter values; only these reasons
@@ -315,6 +325,8 @@ class CitrineOSListener:
         reconnect_initial_s: first reconnect delay; doubles up to ``reconnect_max_s``, each
             delay drawn uniformly from its upper half (jitter).
         heartbeat_s: AMQP heartbeat, so a dead broker is noticed.
+        ssl_context: TLS context for an ``amqps://`` URL (CA bundle, client certificate); None
+            uses the system's trust store for ``amqps://``.
     """
 
     def __init__(
@@ -328,8 +340,13 @@ class CitrineOSListener:
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         heartbeat_s: int = 30,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._url = amqp_url
+        self._ssl_context = ssl_context
+        # Last status per (tenant, station, connector), to skip StatusNotifications that change nothing.
+        self._last_status: dict[tuple[str, str, str], str] = {}
+        self._suppressed = 0
         self._exchange = exchange
         self._trigger = trigger
         self._handlers: list[Handler] = list(handlers)
@@ -394,10 +411,30 @@ class CitrineOSListener:
             return self._queue
 
     @property
+    def suppressed(self) -> int:
+        """How many StatusNotifications did not trigger a cycle (connector 0 or no change)."""
+        with self._lock:
+            return self._suppressed
+
+    @property
     def triggers(self) -> int:
         """How many times the trigger was called."""
         with self._lock:
             return self._triggers
+
+    def _status_changed(self, event: AmqpEvent) -> bool:
+        """Record a StatusNotification; False for connector 0 or a repeat of the last status."""
+        p = event.payload if isinstance(event.payload, Mapping) else {}
+        connector = p.get("connectorId", p.get("evseId"))
+        status = str(p.get("status", p.get("connectorStatus", "")))
+        # OCPP 2.0.1 reports per EVSE and connector; the pair names the connector.
+        key = (event.tenant_id, event.station_id, f"{p.get('evseId', '')}/{connector}")
+        with self._lock:
+            if str(connector) == "0" or self._last_status.get(key) == status:
+                self._suppressed += 1
+                return False
+            self._last_status[key] = status
+            return True
 
     # -- thread ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -405,6 +442,9 @@ class CitrineOSListener:
         import pika.exceptions
 
         params = pika.URLParameters(self._url)
+        if self._url.lower().startswith("amqps://"):
+            context = self._ssl_context or ssl.create_default_context()
+            params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
         params.heartbeat = self._heartbeat
         params.blocked_connection_timeout = 60
         params.client_properties = {"connection_name": "optivgi-citrineos-listener"}
@@ -493,6 +533,9 @@ class CitrineOSListener:
         reason = trigger_reason(event)
         trigger = self._trigger
         if reason is None or trigger is None:
+            return
+        if event.action == "StatusNotification" and not self._status_changed(event):
+            logger.debug("no cycle for %s (nothing changed)", reason)
             return
         with self._lock:
             self._triggers += 1

@@ -89,6 +89,7 @@ from __future__ import annotations
 __all__ = [
     "ACTIVE_CHARGING_PROFILES_OPERATION",
     "ACTIVE_CHARGING_PROFILES_QUERY",
+    "ACTIVE_CHARGING_PROFILES_SQL",
     "ACTIVE_SESSIONS_OPERATION",
     "ACTIVE_SESSIONS_QUERY",
     "ACTIVE_SESSIONS_SQL",
@@ -243,3 +244,61 @@ ACTIVE_SESSIONS_SQL_COLUMNS: tuple[str, ...] = (
     "lastConnectorStatus",
     "lastStatusTimestamp",
 )
+
+# --- Read by ``optivgi citrineos verify`` --------------------------------------------------------
+#
+# ``PROFILE_MESSAGES_QUERY`` (operation ``SetChargingProfileMessages``): every SetChargingProfile
+# frame CitrineOS logged in ``OCPPMessages`` for the stations, oldest first. ChargingProfiles keeps
+# only the last accepted profile per (station, chargingProfileId), so this log is the only stored
+# history of what was sent and when::
+#
+#     {"OCPPMessages": [
+#         {"id": 293, "stationId": "LAB-STATION-01", "correlationId": "93a65452-...",
+#          "origin": "csms", "state": "1",                # the request, as sent to the charger
+#          "message": [2, "93a65452-...", "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": {...}}],
+#          "timestamp": "2026-11-24T00:37:56.554+00:00"},
+#         {"id": 294, ..., "origin": "cs", "state": "2",  # the charger's answer (same correlationId)
+#          "message": [3, "93a65452-...", {"status": "Accepted"}], ...}]}
+#
+# ``state`` is a string column; a CALLERROR answer is ``[4, id, code, description, details]``, and an
+# answer that came after ``maxCallLengthSeconds`` is logged as action ``NoAction`` (so not listed).
+
+PROFILE_MESSAGES_OPERATION = "SetChargingProfileMessages"
+PROFILE_MESSAGES_QUERY = """
+query SetChargingProfileMessages($stationIds: [String!]!, $tenantId: Int!) {
+  OCPPMessages(
+    where: {action: {_eq: "SetChargingProfile"}, stationId: {_in: $stationIds}, tenantId: {_eq: $tenantId}}
+    order_by: [{id: asc}]
+  ) {
+    id
+    stationId
+    correlationId
+    origin
+    state
+    message
+    timestamp
+  }
+}
+""".strip()
+
+QUERIES[PROFILE_MESSAGES_OPERATION] = PROFILE_MESSAGES_QUERY
+__all__ += ["PROFILE_MESSAGES_OPERATION", "PROFILE_MESSAGES_QUERY"]
+
+#: Plain SQL for the profiles CitrineOS records as active on some stations (psycopg placeholders
+#: ``%(tenant_id)s`` and ``%(station_ids)s``, a list), one row per profile in the shape of
+#: ``ACTIVE_CHARGING_PROFILES_QUERY``'s rows (``ChargingSchedules`` a JSON list).
+ACTIVE_CHARGING_PROFILES_SQL = """
+SELECT p."databaseId", p."stationId", p.id, p."chargingProfilePurpose", p."chargingProfileKind",
+       p."stackLevel", p."isActive", p."evseId", p."transactionDatabaseId", p."chargingLimitSource",
+       p."updatedAt",
+       coalesce((SELECT json_agg(json_build_object('chargingRateUnit', cs."chargingRateUnit",
+                                                   'startSchedule', cs."startSchedule",
+                                                   'duration', cs.duration,
+                                                   'chargingSchedulePeriod', cs."chargingSchedulePeriod")
+                                 ORDER BY cs."databaseId")
+                 FROM "ChargingSchedules" cs WHERE cs."chargingProfileDatabaseId" = p."databaseId"),
+                '[]'::json) AS "ChargingSchedules"
+FROM "ChargingProfiles" p
+WHERE p."isActive" AND p."tenantId" = %(tenant_id)s AND p."stationId" = ANY(%(station_ids)s)
+ORDER BY p."stationId", p.id
+""".strip()

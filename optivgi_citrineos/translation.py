@@ -19,6 +19,12 @@ What CitrineOS 1.8.3 does and how this module answers it (details and sources in
 - CitrineOS validates ``multipleOf: 0.1`` in binary floating point and lets negative limits and
   float start periods through, so every period is checked here before sending, and the summed
   limits of a group are checked against its site limit at every period boundary.
+
+Fail-safe (``docs/citrineos.md``, "Fail-safe"): every station gets a fallback TxDefaultProfile
+(connector 0, a low stack level) that shares the site limit among all configured connectors, and
+the optimizer's TxProfiles carry a ``validTo`` a few intervals ahead, so a dead optimizer leaves
+the chargers on the safe share. CSMS calls are retried with exponential backoff and jitter within
+a per-cycle budget; secrets never reach a log line or an exception message.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import threading
 import time
 from collections import defaultdict
@@ -39,10 +46,16 @@ import attrs
 from optivgi.config import mask_url
 from optivgi.errors import ConfigurationError, CSMSConnectionError, CSMSResponseError
 from optivgi.models.ev import EV, ChargingRateUnit, to_utc
-from optivgi.models.profile import ChargingProfile, round_down_tenth
+from optivgi.models.profile import (
+    ChargingProfile,
+    ChargingProfileKind,
+    ChargingProfilePurpose,
+    ChargingSchedulePeriod,
+    round_down_tenth,
+)
 from optivgi.translation import SendOutcome, Translation, TriggerFn
 from optivgi_citrineos import queries
-from optivgi_citrineos.config import CitrineOSConfig
+from optivgi_citrineos.config import CitrineOSConfig, SecretRedactor, redact
 from optivgi_citrineos.listener import AmqpEvent, CitrineOSListener, ProfileAnswerTracker
 from optivgi_citrineos.sitefile import OCPP16, resolve_after, resolve_before
 
@@ -53,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CitrineOSTranslation",
+    "ProfileInForce",
     "SessionRow",
     "SiteLimitExceeded",
     "check_request_body",
@@ -60,6 +74,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Removes configured secrets from every log line of the plugin (see :class:`SecretRedactor`).
+REDACTOR = SecretRedactor()
+logger.addFilter(REDACTOR)
+logging.getLogger("optivgi_citrineos.listener").addFilter(REDACTOR)
+
+# A station whose fallback could not be installed is tried again after this pause (doubling up to
+# an hour), or at once when RabbitMQ shows it (re)connecting.
+_FALLBACK_RETRY_S = 30.0
+_FALLBACK_RETRY_MAX_S = 3600.0
 
 #: Connector statuses for which an active transaction is not planned (ending, or stale data).
 SKIPPED_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Faulted"})
@@ -185,6 +209,53 @@ def check_request_body(body: Mapping[str, Any]) -> None:
                 raise ValueError(f"{here}.numberPhases must be 1, 2 or 3, got {phases!r}")
 
 
+@attrs.frozen
+class ProfileInForce:
+    """One charging profile CitrineOS records as active for a station (``ChargingProfiles`` row).
+
+    Attributes:
+        station_id: the station.
+        connector_id: OCPP connector (1.6) / EVSE (2.0.1) number; 0 = the whole station.
+        profile_id: chargingProfileId.
+        purpose: chargingProfilePurpose.
+        stack_level: stackLevel.
+        unit: ``A`` or ``W`` (None when the row has no schedule).
+        limit: the limit in force now, in ``unit`` (None when unknown).
+    """
+
+    station_id: str
+    connector_id: int
+    profile_id: int
+    purpose: str
+    stack_level: int
+    unit: str | None
+    limit: float | None
+
+    def describe(self) -> str:
+        """A short text for logs."""
+        limit = "?" if self.limit is None else f"{self.limit:g} {self.unit}"
+        return f"#{self.connector_id} {self.purpose} id {self.profile_id} level {self.stack_level}: {limit}"
+
+
+class _GaveUp(Exception):
+    """A CSMS call failed on every attempt within the budget."""
+
+    def __init__(self, reason: str, *, connection: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.connection = connection
+
+
+@attrs.define
+class _FallbackState:
+    """Whether a station's fallback profile is installed, and when to try again if not."""
+
+    installed: bool = False
+    next_try: float = 0.0
+    pause_s: float = _FALLBACK_RETRY_S
+    reason: str = "not tried yet"
+
+
 @attrs.define
 class _Send:
     """One EV's profile on its way to CitrineOS."""
@@ -226,6 +297,17 @@ class CitrineOSTranslation(Translation):
         self._ended: dict[tuple[str, str], float] = {}
         #: Why each EV got its last outcome (``ev_id`` → reason), for logs and callers.
         self.last_reasons: dict[str, str] = {}
+        self._fallbacks: dict[str, _FallbackState] = {}
+        # Until when each station's zero "hold" default profile is known to be in force; a
+        # TxProfile's validTo never goes past it.
+        self._hold_until: dict[str, datetime] = {}
+        # Limit [kW] last known in force per (station, connector): read back at start, then
+        # updated with every applied profile. Decides which profiles are reductions.
+        self._known_kw: dict[tuple[str, int], float] = {}
+        #: Profiles CitrineOS recorded as active when :meth:`setup` read them back, per station.
+        self.profiles_in_force: dict[str, list[ProfileInForce]] = {}
+        self._cycle_deadline: float | None = None
+        REDACTOR.add(config.secrets)
 
     # -- construction and life cycle ---------------------------------------------------------
     @classmethod
@@ -238,9 +320,14 @@ class CitrineOSTranslation(Translation):
         return self.config.describe()
 
     def setup(self) -> None:
-        """Create the HTTP client and start the RabbitMQ listener (when ``AMQP_URL`` is set)."""
+        """Create the HTTP client, start the RabbitMQ listener (when ``AMQP_URL`` is set), read
+        back the profiles in force and install the fallback profile on every reachable station."""
         self._http()
         self._ensure_listener()
+        self.read_profiles_in_force()
+        if self.config.fallback:
+            stations = [s for group in self.config.groups.values() for s in group]
+            self.ensure_fallbacks(stations, deadline=time.monotonic() + self.config.retry_budget_s)
 
     def teardown(self) -> None:
         """Stop the listener and close the HTTP client this translation created."""
@@ -269,9 +356,87 @@ class CitrineOSTranslation(Translation):
         if self._client is None:
             import httpx
 
-            self._client = httpx.Client(timeout=self.config.http_timeout_s)
+            cfg = self.config
+            headers: dict[str, str] = {}
+            auth: httpx.Auth | None = None
+            if cfg.api_token:
+                headers["Authorization"] = f"Bearer {cfg.api_token}"
+            elif cfg.api_user:
+                auth = httpx.BasicAuth(cfg.api_user, cfg.api_password or "")
+            # The same client reads Hasura: the CA bundle and client certificate apply to both.
+            verify: Any = cfg.api_tls.context() if cfg.api_tls.configured else True
+            self._client = httpx.Client(timeout=cfg.http_timeout_s, headers=headers, auth=auth, verify=verify)
             self._owns_client = True
         return self._client
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.config.secrets)
+
+    def _post(
+        self,
+        what: str,
+        url: str,
+        body: Any,
+        *,
+        deadline: float,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[httpx.Response, Any]:
+        """POST with retries; returns the response and its decoded JSON (None if not JSON).
+
+        Timeouts, refused connections, 5xx answers and a 200 whose body is not JSON are retried
+        with exponential backoff and jitter while ``deadline`` (``time.monotonic()``) allows; the
+        first attempt is always made. Other answers (4xx) are returned at once. Raises
+        :class:`_GaveUp` with a secret-free reason after the last attempt.
+        """
+        import httpx
+
+        cfg = self.config
+        delay = cfg.retry_initial_s
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            timeout = cfg.http_timeout_s
+            if attempt > 1:
+                timeout = max(min(timeout, deadline - time.monotonic()), 0.05)
+            connection = True
+            try:
+                resp = self._http().post(url, params=params, json=body, headers=headers, timeout=timeout)
+            except httpx.TimeoutException:
+                problem = f"{what} did not answer within {timeout:g} s"
+            except httpx.HTTPError as exc:
+                problem = f"{what} at {mask_url(url)} unreachable: {type(exc).__name__}"
+            else:
+                connection = False
+                if resp.status_code >= 500:
+                    problem = f"{what} answered HTTP {resp.status_code}: {resp.text[:200]}"
+                else:
+                    try:
+                        return resp, resp.json()
+                    except ValueError:
+                        if resp.status_code != 200:
+                            return resp, None
+                        problem = f"{what} answered with a body that is not JSON: {resp.text[:80]!r}"
+            problem = self._redact(problem)
+            pause = random.uniform(delay / 2, delay)
+            if time.monotonic() + pause >= deadline:
+                if attempt > 1:
+                    problem += f" (gave up after {attempt} attempts in {time.monotonic() - started:.1f} s)"
+                raise _GaveUp(problem, connection=connection)
+            logger.warning("%s; retry %d in %.2f s", problem, attempt, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, cfg.retry_max_s)
+
+    def _begin_cycle(self) -> float:
+        """Start the retry budget of a cycle (its first call is :meth:`get_evs`)."""
+        self._cycle_deadline = time.monotonic() + self.config.retry_budget_s
+        return self._cycle_deadline
+
+    def _take_deadline(self) -> float:
+        """The current cycle's retry deadline (used up by the send), or a fresh budget."""
+        deadline, self._cycle_deadline = self._cycle_deadline, None
+        return deadline if deadline is not None else time.monotonic() + self.config.retry_budget_s
 
     def _ensure_listener(self) -> CitrineOSListener | None:
         if self.config.amqp_url is None:
@@ -280,12 +445,14 @@ class CitrineOSTranslation(Translation):
             listener = self._listener
             created = listener is None
             if listener is None:
+                tls = self.config.amqp_tls
                 listener = self._listener = CitrineOSListener(
                     self.config.amqp_url,
                     exchange=self.config.exchange,
                     trigger=self._trigger,
                     handlers=(self._tracker.feed, self._on_event),
                     accept=self._accepts,
+                    ssl_context=tls.context() if tls.configured else None,
                 )
                 listener.start()
         # Only the first call waits for the broker; later ones must not stall a cycle while it reconnects.
@@ -301,9 +468,19 @@ class CitrineOSTranslation(Translation):
         return event.tenant_id == str(self.config.tenant_id) and self.config.group_of(event.station_id) is not None
 
     def _on_event(self, event: AmqpEvent) -> None:
-        """Hide a session as soon as RabbitMQ says it stopped, before the database does."""
+        """Hide a session as soon as RabbitMQ says it stopped, before the database does; note a
+        station seen for the first time (or rebooted) so the next cycle installs its fallback."""
         if event.origin != "cs" or event.state != 1 or not isinstance(event.payload, Mapping):
             return
+        if self.config.fallback:
+            with self._lock:
+                state = self._fallbacks.setdefault(event.station_id, _FallbackState())
+                if event.action == "BootNotification":
+                    # A charger that rebooted may have lost its profiles.
+                    state.installed = False
+                    self._hold_until.pop(event.station_id, None)
+                if not state.installed:
+                    state.next_try = 0.0
         tx: Any = None
         if event.action == "StopTransaction":
             tx = event.payload.get("transactionId")
@@ -325,7 +502,10 @@ class CitrineOSTranslation(Translation):
         if stations is None:
             logger.warning("unknown station group %r (configured: %s)", group_name, ", ".join(self.config.groups))
             return [], self.config.voltage
-        rows = self._read_sessions(stations)
+        deadline = self._begin_cycle()
+        if self.config.fallback:
+            self.ensure_fallbacks(stations, deadline=deadline)
+        rows = self._read_sessions(stations, deadline)
         now = to_utc(self._clock())
         active_keys = {(r.station_id, r.transaction_id) for r in rows}
         with self._lock:
@@ -402,39 +582,42 @@ class CitrineOSTranslation(Translation):
             transaction_id=row.transaction_id,
         )
 
-    def _read_sessions(self, stations: Sequence[str]) -> list[SessionRow]:
+    def _read_sessions(self, stations: Sequence[str], deadline: float) -> list[SessionRow]:
         if self.config.graphql_url is not None:
-            return self._read_graphql(stations)
+            return self._read_graphql(stations, deadline)
         return self._read_sql(stations)
 
-    def _read_graphql(self, stations: Sequence[str]) -> list[SessionRow]:
-        import httpx
+    def _graphql(self, operation: str, document: str, variables: Mapping[str, Any], deadline: float) -> Any:
+        """Run one Hasura query (with retries); returns ``data``.
 
+        Raises:
+            CSMSConnectionError: Hasura could not be reached within the budget.
+            CSMSResponseError: it answered an error status, errors, or no JSON.
+        """
         url = self.config.graphql_url
         if url is None:
             raise ConfigurationError("HASURA_URL must be set for the GraphQL read path")
         headers = {"x-hasura-admin-secret": self.config.hasura_admin_secret} if self.config.hasura_admin_secret else {}
-        document = {
-            "query": queries.ACTIVE_SESSIONS_QUERY,
-            "variables": {"stationIds": list(stations), "tenantId": self.config.tenant_id},
-            "operationName": queries.ACTIVE_SESSIONS_OPERATION,
-        }
+        body = {"query": document, "variables": dict(variables), "operationName": operation}
         try:
-            resp = self._http().post(url, json=document, headers=headers, timeout=self.config.http_timeout_s)
-        except httpx.HTTPError as exc:
-            raise CSMSConnectionError(f"Hasura at {mask_url(url)} unreachable: {type(exc).__name__}: {exc}") from exc
+            resp, answer = self._post("Hasura", url, body, deadline=deadline, headers=headers)
+        except _GaveUp as exc:
+            if exc.connection:
+                raise CSMSConnectionError(exc.reason) from None
+            raise CSMSResponseError(exc.reason) from None
         if resp.status_code != 200:
             raise CSMSResponseError(
-                f"Hasura answered HTTP {resp.status_code}: {resp.text[:200]}", status_code=resp.status_code
+                self._redact(f"Hasura answered HTTP {resp.status_code}: {resp.text[:200]}"),
+                status_code=resp.status_code,
             )
-        try:
-            answer = resp.json()
-        except ValueError:
-            raise CSMSResponseError("Hasura answered with a body that is not JSON", status_code=200) from None
         if not isinstance(answer, Mapping) or answer.get("errors"):
             errors = answer.get("errors") if isinstance(answer, Mapping) else answer
-            raise CSMSResponseError(f"Hasura answered with errors: {errors!r}"[:500], status_code=200)
-        data = answer.get("data") or {}
+            raise CSMSResponseError(self._redact(f"Hasura answered with errors: {errors!r}"[:500]), status_code=200)
+        return answer.get("data") or {}
+
+    def _read_graphql(self, stations: Sequence[str], deadline: float) -> list[SessionRow]:
+        variables = {"stationIds": list(stations), "tenantId": self.config.tenant_id}
+        data = self._graphql(queries.ACTIVE_SESSIONS_OPERATION, queries.ACTIVE_SESSIONS_QUERY, variables, deadline)
         transactions = data.get("Transactions") if isinstance(data, Mapping) else None
         if not isinstance(transactions, list):
             raise CSMSResponseError("Hasura's answer has no Transactions list", status_code=200)
@@ -494,9 +677,9 @@ class CitrineOSTranslation(Translation):
             ) as conn:
                 records = conn.execute(queries.ACTIVE_SESSIONS_SQL, {"tenant_id": self.config.tenant_id}).fetchall()
         except psycopg.OperationalError as exc:
-            raise CSMSConnectionError(f"PostgreSQL at {mask_url(dsn)} unreachable: {exc}") from exc
+            raise CSMSConnectionError(self._redact(f"PostgreSQL at {mask_url(dsn)} unreachable: {exc}")) from None
         except psycopg.Error as exc:
-            raise CSMSResponseError(f"the session query failed: {exc}") from exc
+            raise CSMSResponseError(self._redact(f"the session query failed: {exc}")) from None
         wanted = set(stations)
         rows: list[SessionRow] = []
         for rec in records:
@@ -579,6 +762,11 @@ class CitrineOSTranslation(Translation):
         outcomes: dict[str, SendOutcome] = {}
         reasons: dict[str, str] = {}
         sends: list[_Send] = []
+        groups = {self.config.group_of(str(ev.station_id)) for ev in powers}
+        # One attempt, no retries: the cycle's retry budget is for the TxProfiles, and a hold
+        # that was not renewed is safe (the TxProfiles' validTo stays capped at the old one).
+        self.refresh_holds([s for g in groups if g is not None for s in self.config.groups[g]],
+                           deadline=time.monotonic())
         for ev, profile in powers.items():
             ev_id = str(ev.ev_id)
             try:
@@ -599,14 +787,26 @@ class CitrineOSTranslation(Translation):
                 continue
             to_send.extend(items)
 
-        by_station: dict[str, list[_Send]] = defaultdict(list)
+        deadline = self._take_deadline()
+        if to_send and self.config.amqp_url is not None:
+            self._ensure_listener()
+        # Reductions (and profiles for connectors whose limit is unknown, which may draw their
+        # max) go out first, increases only once every reduction has been answered: stations are
+        # sent in parallel, so without two waves an increase could land before a reduction.
+        reductions: list[_Send] = []
+        increases: list[_Send] = []
         for s in to_send:
-            by_station[s.station_id].append(s)
-        if by_station:
-            if self.config.amqp_url is not None:
-                self._ensure_listener()
+            known = self._known_kw.get((s.station_id, s.ev.connector_id))
+            new_kw = s.profile.limit_kw_at(0, self._volts(s.ev), s.ev.phases)
+            (increases if known is not None and new_kw > known + 1e-9 else reductions).append(s)
+        for wave in (reductions, increases):
+            by_station: dict[str, list[_Send]] = defaultdict(list)
+            for s in wave:
+                by_station[s.station_id].append(s)
+            if not by_station:
+                continue
             with ThreadPoolExecutor(max_workers=min(8, len(by_station)), thread_name_prefix="citrineos-send") as pool:
-                futures = [pool.submit(self._send_station, items) for items in by_station.values()]
+                futures = [pool.submit(self._send_station, items, deadline) for items in by_station.values()]
                 for future in futures:
                     for ev_id, (outcome, reason) in future.result().items():
                         outcomes[ev_id], reasons[ev_id] = outcome, reason
@@ -615,6 +815,9 @@ class CitrineOSTranslation(Translation):
             level = logging.INFO if outcome is SendOutcome.APPLIED else logging.WARNING
             logger.log(level, "profile for %s: %s (%s)", ev_id, outcome.value, reasons[ev_id])
         self.last_reasons.update(reasons)
+        applied = {s.ev_id: s for s in to_send if outcomes.get(s.ev_id) is SendOutcome.APPLIED}
+        for s in applied.values():
+            self._known_kw[(s.station_id, s.ev.connector_id)] = s.profile.limit_kw_at(0, self._volts(s.ev), s.ev.phases)
         return outcomes
 
     def _prepare(self, ev: EV, profile: ChargingProfile) -> _Send:
@@ -626,6 +829,17 @@ class CitrineOSTranslation(Translation):
         target = params.unit or profile.unit
         profile_id = self.config.profile_id_base + ev.connector_id
         tx = profile.transaction_id if profile.transaction_id is not None else ev.transaction_id
+        valid_to = profile.valid_to
+        if self.config.profile_validity_s > 0:
+            # If opti-vgi stops sending, the profile lapses and the charger falls back to the
+            # site-safe TxDefaultProfile underneath.
+            lapse = to_utc(self._clock()) + timedelta(seconds=self.config.profile_validity_s)
+            # Never outlive the station's hold: were opti-vgi to stop, new sessions would start
+            # at the fallback share while this profile still let its EV draw more.
+            hold = self._hold_until.get(station)
+            if hold is not None:
+                lapse = min(lapse, hold)
+            valid_to = lapse if valid_to is None else min(valid_to, lapse)
         if target is not profile.unit or params.max_periods is not None:
             # Rebuilt from the planned power when the loop kept it (one rounding), else from the
             # profile's own periods (rounded down once more, never up).
@@ -647,7 +861,7 @@ class CitrineOSTranslation(Translation):
                 kind=profile.kind,
                 transaction_id=tx,
                 duration=profile.duration,
-                valid_to=profile.valid_to,
+                valid_to=valid_to,
                 max_periods=params.max_periods,
             )
         else:
@@ -656,6 +870,7 @@ class CitrineOSTranslation(Translation):
                 charging_profile_id=profile_id,
                 stack_level=self.config.stack_level,
                 transaction_id=tx,
+                valid_to=valid_to,
             )
         if params.ocpp == OCPP16:
             body: dict[str, Any] = {"connectorId": ev.connector_id, "csChargingProfiles": profile.to_ocpp16()}
@@ -680,55 +895,47 @@ class CitrineOSTranslation(Translation):
             power.append(profile.limit_kw_at(t, volts, ev.phases))
         return power, step
 
-    def _send_station(self, items: list[_Send]) -> dict[str, tuple[SendOutcome, str]]:
+    def _send_station(self, items: list[_Send], deadline: float) -> dict[str, tuple[SendOutcome, str]]:
         """One station's profiles, strictly one after another (CitrineOS allows one call in flight)."""
         out: dict[str, tuple[SendOutcome, str]] = {}
         for s in sorted(items, key=lambda s: s.ev.connector_id):
             try:
-                out[s.ev_id] = self._send_one(s)
+                out[s.ev_id] = self._post_profile(s.station_id, s.ocpp, s.body, deadline)
             except Exception as exc:  # one bad send must not lose the other outcomes
                 logger.exception("sending the profile for %s failed", s.ev_id)
-                out[s.ev_id] = (SendOutcome.FAILED, f"{type(exc).__name__}: {exc}")
+                out[s.ev_id] = (SendOutcome.FAILED, self._redact(f"{type(exc).__name__}: {exc}"))
         return out
 
-    def _send_one(self, s: _Send) -> tuple[SendOutcome, str]:
-        import httpx
-
+    def _post_profile(
+        self, station_id: str, ocpp: str, body: Mapping[str, Any], deadline: float
+    ) -> tuple[SendOutcome, str]:
+        """POST one SetChargingProfile and wait for the charger's answer on RabbitMQ."""
         cfg = self.config
-        version = "1.6" if s.ocpp == OCPP16 else "2.0.1"
+        version = "1.6" if ocpp == OCPP16 else "2.0.1"
         url = f"{cfg.api_url}/ocpp/{version}/smartcharging/setChargingProfile"
-        params: dict[str, str | int] = {"identifier": s.station_id, "tenantId": cfg.tenant_id}
+        params: dict[str, str | int] = {"identifier": station_id, "tenantId": cfg.tenant_id}
         listener = self._listener
         pending = None
         if listener is not None and listener.is_consuming:
             # Registered before the POST: CitrineOS publishes the request within milliseconds.
-            pending = self._tracker.expect(cfg.tenant_id, s.station_id, s.body)
+            pending = self._tracker.expect(cfg.tenant_id, station_id, body)
         try:
             try:
-                resp = self._http().post(url, params=params, json=s.body, timeout=cfg.http_timeout_s)
-            except httpx.TimeoutException:
-                return SendOutcome.FAILED, f"CitrineOS did not answer within {cfg.http_timeout_s:g} s"
-            except httpx.HTTPError as exc:
-                return (
-                    SendOutcome.FAILED,
-                    f"CitrineOS at {mask_url(cfg.api_url)} unreachable: {type(exc).__name__}",
-                )
+                resp, answer = self._post("CitrineOS", url, body, deadline=deadline, params=params)
+            except _GaveUp as exc:
+                return SendOutcome.FAILED, exc.reason
             status = resp.status_code
-            try:
-                answer: Any = resp.json()
-            except ValueError:
-                answer = None
             if status == 400:
                 message = answer.get("message") if isinstance(answer, Mapping) else resp.text[:200]
                 code = answer.get("code") if isinstance(answer, Mapping) else None
-                return SendOutcome.FAILED, f"CitrineOS refused the request (400 {code or ''}): {message}"
+                return SendOutcome.FAILED, self._redact(f"CitrineOS refused the request (400 {code or ''}): {message}")
             if status != 200:
-                return SendOutcome.FAILED, f"CitrineOS answered HTTP {status}: {resp.text[:200]}"
+                return SendOutcome.FAILED, self._redact(f"CitrineOS answered HTTP {status}: {resp.text[:200]}")
             if not isinstance(answer, list) or not answer or not isinstance(answer[0], Mapping):
-                return SendOutcome.FAILED, f"CitrineOS answered an unexpected body: {resp.text[:200]}"
+                return SendOutcome.FAILED, self._redact(f"CitrineOS answered an unexpected body: {resp.text[:200]}")
             result = answer[0]
             if result.get("success") is not True:
-                return SendOutcome.REJECTED, f"CitrineOS: {result.get('payload', 'success false')}"
+                return SendOutcome.REJECTED, self._redact(f"CitrineOS: {result.get('payload', 'success false')}")
             if pending is None:
                 return (
                     SendOutcome.UNANSWERED,
@@ -750,3 +957,255 @@ class CitrineOSTranslation(Translation):
         finally:
             if pending is not None:
                 self._tracker.discard(pending)
+
+    # -- fail-safe ---------------------------------------------------------------------------
+    def fallback_profile(self, station_id: str) -> tuple[ChargingProfile, dict[str, Any]]:
+        """The site-safe fallback of a station and the request body that installs it.
+
+        A TxDefaultProfile on connector (EVSE) 0, so it covers every connector of the station, at
+        ``CITRINEOS_FALLBACK_STACK_LEVEL``: each connector may draw the group's lowest limit
+        divided by the group's connector count, converted to the station's unit and rounded down.
+
+        Raises:
+            ValueError: the station is in no configured group.
+        """
+        cfg = self.config
+        group = cfg.group_of(station_id)
+        if group is None:
+            raise ValueError(f"station {station_id!r} is in no configured group")
+        params = cfg.session_params(station_id, None, None)
+        volts, phases = params.voltage or cfg.voltage, params.phases or cfg.phases
+        unit = cfg.station(station_id).unit or cfg.unit
+        limit = round_down_tenth(max(unit.from_kw(cfg.fallback_share_kw(group), volts, phases), 0.0))
+        # Absolute from yesterday's midnight without a duration: in force from now on, also on a
+        # charger whose clock is somewhat behind, and the last period never ends.
+        today = to_utc(self._clock()).replace(hour=0, minute=0, second=0, microsecond=0)
+        profile = ChargingProfile(
+            charging_profile_id=cfg.profile_id_base,
+            stack_level=cfg.fallback_stack_level,
+            purpose=ChargingProfilePurpose.TX_DEFAULT_PROFILE,
+            kind=ChargingProfileKind.ABSOLUTE,
+            unit=unit,
+            start_schedule=today - timedelta(days=1),
+            periods=(ChargingSchedulePeriod(0, limit, phases if unit is ChargingRateUnit.A else None),),
+        )
+        if cfg.station(station_id).ocpp == OCPP16:
+            body: dict[str, Any] = {"connectorId": 0, "csChargingProfiles": profile.to_ocpp16()}
+        else:
+            body = {"evseId": 0, "chargingProfile": profile.to_ocpp201()}
+        check_request_body(body)
+        return profile, body
+
+    def hold_profile(self, station_id: str, valid_to: datetime) -> tuple[ChargingProfile, dict[str, Any]]:
+        """A zero TxDefaultProfile one stack level above the fallback, valid until ``valid_to``.
+
+        While opti-vgi runs, it keeps a newly started session at 0 until the session's own
+        TxProfile arrives (one cycle later), so an arrival cannot add its fallback share on top of
+        TxProfiles that already use the whole site. It lapses with those TxProfiles (theirs is
+        capped at its ``validTo``): if opti-vgi stops, every connector falls back to the share at
+        the same moment, and none is left at 0.
+        """
+        fallback, _ = self.fallback_profile(station_id)
+        profile = attrs.evolve(
+            fallback,
+            charging_profile_id=self.config.profile_id_base - 1,
+            stack_level=self.config.fallback_stack_level + 1,
+            periods=(ChargingSchedulePeriod(0, 0.0, fallback.periods[0].number_phases),),
+            valid_to=valid_to,
+        )
+        if self.config.station(station_id).ocpp == OCPP16:
+            body: dict[str, Any] = {"connectorId": 0, "csChargingProfiles": profile.to_ocpp16()}
+        else:
+            body = {"evseId": 0, "chargingProfile": profile.to_ocpp201()}
+        check_request_body(body)
+        return profile, body
+
+    def refresh_holds(self, stations: Sequence[str], *, deadline: float) -> dict[str, SendOutcome]:
+        """Renew the hold profile, valid for one profile validity, on each station with a fallback.
+
+        Called before every send, so a hold lapses together with the TxProfiles of the same cycle
+        (whose ``validTo`` is capped at the hold's). Stations are sent in parallel; returns the
+        outcome per station.
+        """
+        validity = self.config.profile_validity_s
+        if not self.config.fallback or validity <= 0:
+            return {}
+        with self._lock:
+            due = [s for s in dict.fromkeys(stations) if s in self._fallbacks and self._fallbacks[s].installed]
+        if not due:
+            return {}
+        until = to_utc(self._clock()) + timedelta(seconds=validity)
+
+        def send(station: str) -> tuple[SendOutcome, str]:
+            try:
+                _, body = self.hold_profile(station, until)
+            except ValueError as exc:
+                return SendOutcome.FAILED, f"not sent: {exc}"
+            return self._post_profile(station, self.config.station(station).ocpp or OCPP16, body, deadline)
+
+        results: dict[str, SendOutcome] = {}
+        with ThreadPoolExecutor(max_workers=min(8, len(due)), thread_name_prefix="citrineos-hold") as pool:
+            for station, (outcome, reason) in zip(due, pool.map(send, due), strict=True):
+                results[station] = outcome
+                if outcome is SendOutcome.APPLIED:
+                    with self._lock:
+                        self._hold_until[station] = until
+                else:
+                    logger.warning("hold profile not renewed on %s (%s): %s", station, outcome.value, reason)
+        return results
+
+    def fallback_installed(self, station_id: str) -> bool:
+        """Whether the station's charger accepted its fallback profile."""
+        with self._lock:
+            state = self._fallbacks.get(station_id)
+            return state is not None and state.installed
+
+    def ensure_fallbacks(self, stations: Sequence[str], *, deadline: float) -> dict[str, SendOutcome]:
+        """Install the fallback profile on each station that lacks it and is due.
+
+        A station is due when it was never tried, when RabbitMQ showed it (re)connecting, or when
+        its retry pause (30 s, doubling up to an hour) has passed. Stations are sent in parallel.
+        Returns the outcome per station tried.
+        """
+        if not self.config.fallback:
+            return {}
+        now = time.monotonic()
+        with self._lock:
+            due = []
+            for station in dict.fromkeys(stations):
+                state = self._fallbacks.setdefault(station, _FallbackState())
+                if not state.installed and state.next_try <= now:
+                    due.append(station)
+        if not due:
+            return {}
+        if self.config.amqp_url is not None:
+            self._ensure_listener()
+
+        def install(station: str) -> tuple[SendOutcome, str]:
+            try:
+                profile, body = self.fallback_profile(station)
+            except ValueError as exc:
+                return SendOutcome.FAILED, f"not sent: {exc}"
+            outcome, reason = self._post_profile(station, self.config.station(station).ocpp or OCPP16, body, deadline)
+            if outcome is SendOutcome.APPLIED:
+                reason = f"{profile.first_limit:g} {profile.unit.value} per connector, {reason}"
+            return outcome, reason
+
+        results: dict[str, SendOutcome] = {}
+        with ThreadPoolExecutor(max_workers=min(8, len(due)), thread_name_prefix="citrineos-fallback") as pool:
+            for station, (outcome, reason) in zip(due, pool.map(install, due), strict=True):
+                results[station] = outcome
+                with self._lock:
+                    state = self._fallbacks[station]
+                    state.reason = reason
+                    if outcome is SendOutcome.APPLIED:
+                        state.installed, state.pause_s = True, _FALLBACK_RETRY_S
+                    else:
+                        state.next_try = time.monotonic() + state.pause_s
+                        state.pause_s = min(state.pause_s * 2, _FALLBACK_RETRY_MAX_S)
+                if outcome is SendOutcome.APPLIED:
+                    logger.info("fallback profile installed on %s: %s", station, reason)
+                else:
+                    logger.warning("fallback profile not installed on %s (%s): %s", station, outcome.value, reason)
+        return results
+
+    # -- reading back what is in force -------------------------------------------------------
+    def read_profiles_in_force(self) -> dict[str, list[ProfileInForce]]:
+        """Read the profiles CitrineOS records as active on the configured stations, log them,
+        and remember each connector's current limit (so the first cycle sends reductions first).
+
+        CitrineOS keeps a profile ``isActive`` after its transaction ends and writes a row only
+        for an accepted profile, so this is what the chargers *accepted*, not necessarily what is
+        in force; an unreadable answer is logged and leaves nothing known.
+        """
+        stations = [s for group in self.config.groups.values() for s in group]
+        try:
+            rows = self._read_profile_rows(stations)
+        except (CSMSConnectionError, CSMSResponseError, ConfigurationError) as exc:
+            logger.warning("could not read the profiles in force: %s", exc)
+            return {}
+        now = to_utc(self._clock())
+        found: dict[str, list[ProfileInForce]] = defaultdict(list)
+        for raw in rows:
+            try:
+                item = self._profile_from_row(raw, now)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                logger.debug("skipping a ChargingProfiles row (%s): %.200r", exc, raw)
+                continue
+            found[item.station_id].append(item)
+            if item.purpose == "TxProfile" and item.limit is not None and item.unit is not None:
+                kw = ChargingRateUnit(item.unit).limit_to_kw(item.limit, self.config.voltage, self.config.phases)
+                key = (item.station_id, item.connector_id)
+                # Several rows for one connector: count the highest, so a new profile is more
+                # likely treated as a reduction and sent early.
+                self._known_kw[key] = max(kw, self._known_kw.get(key, 0.0))
+        for station, items in sorted(found.items()):
+            logger.info("profiles CitrineOS holds for %s: %s", station, "; ".join(i.describe() for i in items))
+            # The fallback (base), the hold (base - 1) and the TxProfiles (base + connector).
+            ours = {self.config.profile_id_base + c for c in range(-1, 100)}
+            for i in items:
+                if i.profile_id not in ours and i.stack_level >= self.config.stack_level:
+                    logger.warning(
+                        "%s: profile %d (%s, level %d) is not opti-vgi's and may outrank its profiles",
+                        station,
+                        i.profile_id,
+                        i.purpose,
+                        i.stack_level,
+                    )
+        self.profiles_in_force = dict(found)
+        return self.profiles_in_force
+
+    def _read_profile_rows(self, stations: Sequence[str]) -> list[Mapping[str, Any]]:
+        deadline = time.monotonic() + self.config.retry_budget_s
+        if self.config.graphql_url is not None:
+            variables = {"stationIds": list(stations), "tenantId": self.config.tenant_id}
+            data = self._graphql(
+                queries.ACTIVE_CHARGING_PROFILES_OPERATION, queries.ACTIVE_CHARGING_PROFILES_QUERY, variables, deadline
+            )
+            rows = data.get("ChargingProfiles") if isinstance(data, Mapping) else None
+            if not isinstance(rows, list):
+                raise CSMSResponseError("Hasura's answer has no ChargingProfiles list", status_code=200)
+            return [r for r in rows if isinstance(r, Mapping)]
+        dsn = self.config.db_dsn
+        if dsn is None:
+            raise ConfigurationError("HASURA_URL or CITRINEOS_DB_DSN must be set")
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError:
+            raise ConfigurationError("CITRINEOS_DB_DSN needs psycopg (v3): pip install 'psycopg[binary]'") from None
+        try:
+            with psycopg.connect(
+                dsn, connect_timeout=max(1, int(self.config.http_timeout_s)), row_factory=dict_row
+            ) as conn:
+                records = conn.execute(
+                    queries.ACTIVE_CHARGING_PROFILES_SQL,
+                    {"tenant_id": self.config.tenant_id, "station_ids": list(stations)},
+                ).fetchall()
+        except psycopg.Error as exc:
+            raise CSMSConnectionError(self._redact(f"the ChargingProfiles query failed: {exc}")) from None
+        return [dict(r) for r in records]
+
+    @staticmethod
+    def _profile_from_row(raw: Mapping[str, Any], now: datetime) -> ProfileInForce:
+        schedules = raw.get("ChargingSchedules") or []
+        schedule = schedules[0] if schedules else {}
+        unit = schedule.get("chargingRateUnit")
+        periods = schedule.get("chargingSchedulePeriod") or []
+        if isinstance(periods, str):
+            periods = json.loads(periods)
+        limit: float | None = None
+        start = _parse_time(schedule.get("startSchedule"))
+        offset = (now - start).total_seconds() if start is not None else 0.0
+        for period in sorted(periods, key=lambda p: float(p["startPeriod"])):
+            if limit is None or float(period["startPeriod"]) <= offset:
+                limit = float(period["limit"])
+        return ProfileInForce(
+            station_id=str(raw["stationId"]),
+            connector_id=int(raw.get("evseId") or 0),
+            profile_id=int(raw["id"]),
+            purpose=str(raw.get("chargingProfilePurpose")),
+            stack_level=int(raw.get("stackLevel") or 0),
+            unit=None if unit is None else str(unit),
+            limit=limit,
+        )

@@ -116,6 +116,17 @@ SELECT coalesce(json_agg(q.x ORDER BY q.s, q.i), '[]'::json) AS result FROM (
 ) q
 """
 
+_SQL_PROFILE_MESSAGES = """
+SELECT coalesce(json_agg(q.x ORDER BY q.i), '[]'::json) AS result FROM (
+  SELECT m.id AS i, json_build_object(
+    'id', m.id, 'stationId', m."stationId", 'correlationId', m."correlationId", 'origin', m.origin,
+    'state', m.state, 'message', m.message, 'timestamp', m."timestamp"
+  ) AS x
+  FROM "OCPPMessages" m
+  WHERE m.action = 'SetChargingProfile' AND m."stationId" = ANY(%(stationIds)s) AND m."tenantId" = %(tenantId)s
+) q
+"""
+
 # operation name -> (root field, SQL, variables: name -> (GraphQL type, python check))
 _OPERATIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     queries.ACTIVE_SESSIONS_OPERATION: (
@@ -136,6 +147,11 @@ _OPERATIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     queries.ACTIVE_CHARGING_PROFILES_OPERATION: (
         "ChargingProfiles",
         _SQL_ACTIVE_PROFILES,
+        {"stationIds": "[String!]!", "tenantId": "Int!"},
+    ),
+    queries.PROFILE_MESSAGES_OPERATION: (
+        "OCPPMessages",
+        _SQL_PROFILE_MESSAGES,
         {"stationIds": "[String!]!", "tenantId": "Int!"},
     ),
 }

@@ -99,8 +99,14 @@ class Site:
             loop.run(cp.send_meter_values(energy_wh=5000 + 1000 * i, power_w=7200, current_a=30.0))
             self.cps[station] = cp
 
-    def profiles_received(self, station: str) -> list[dict[str, Any]]:
-        return [r.payload for r in self.cps[station].received if r.action == "SetChargingProfile"]
+    def profiles_received(self, station: str, purpose: str = "TxProfile") -> list[dict[str, Any]]:
+        """SetChargingProfile payloads of one purpose (the fallback TxDefaultProfile is separate)."""
+        return [
+            r.payload
+            for r in self.cps[station].received
+            if r.action == "SetChargingProfile"
+            and r.payload.get("csChargingProfiles", {}).get("chargingProfilePurpose") == purpose
+        ]
 
     def close(self) -> None:
         for cp in self.cps.values():
@@ -424,7 +430,9 @@ def test_server_errors_and_timeouts_are_failed(
     citrineos_double: CitrineOSDouble, translations: list[CitrineOSTranslation]
 ) -> None:
     stations = new_stations(2, "NOPE")
-    t = open_translation(settings_for(citrineos_double, stations, CITRINEOS_HTTP_TIMEOUT_S="0.5"), translations)
+    # No retry budget: the first failure is final (retries are tested in test_failsafe.py).
+    settings = settings_for(citrineos_double, stations, CITRINEOS_HTTP_TIMEOUT_S="0.5", CITRINEOS_RETRY_BUDGET_S="0")
+    t = open_translation(settings, translations)
     ev = _ev(stations[0])
     citrineos_double.rest_faults.fail_next(1, 503)
     assert t.send_power_to_evs(flat_profiles([ev], 16.0, datetime.now(UTC))) == {ev.ev_id: SendOutcome.FAILED}
@@ -578,7 +586,7 @@ def test_malformed_rows_are_skipped() -> None:
         assert document["variables"] == {"stationIds": ["A", "B"], "tenantId": 1}
         return httpx.Response(200, json={"data": {"Transactions": rows}})
 
-    t = _translation_without_network()
+    t = _translation_without_network(CITRINEOS_FALLBACK="off")
     t._client = httpx.Client(transport=httpx.MockTransport(handler))
     evs, _ = t.get_evs("default")
     assert [(ev.ev_id, ev.connector_id) for ev in evs] == [("A:7", 2)]
