@@ -52,3 +52,11 @@ def docs(session: nox.Session) -> None:
     """Build the documentation with warnings as errors."""
     session.install(".", "mkdocs>=1.6")
     session.run("mkdocs", "build", "--strict", "-d", "site")
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """The CitrineOS demo end to end without Docker: test double + simulator + optivgi run + verify."""
+    session.install(ALL_EXTRAS)
+    session.run("pytest", "-m", "slow", "-p", "no:cacheprovider", "tests/citrineos/test_e2e.py",
+                *(session.posargs or ["-q", "-s"]))

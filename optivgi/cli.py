@@ -174,3 +174,15 @@ def demo(algorithm: str, scenario: Path | None, speed: float, known_departures: 
         raise _fail(exc) from None
     if not result.within_limit:
         raise click.ClickException(f"site limit exceeded: peak {result.peak_kw:.3f} kW > {result.limit_kw:.3f} kW")
+
+
+def _attach_plugin_commands() -> None:
+    # Plugins add command groups (e.g. `optivgi citrineos simulate`) through entry points.
+    from optivgi.plugins import load_commands
+
+    for command in load_commands():
+        if isinstance(command, click.Command) and command.name and command.name not in main.commands:
+            main.add_command(command)
+
+
+_attach_plugin_commands()

@@ -22,16 +22,19 @@ from optivgi.translation import Translation
 
 __all__ = [
     "ALGORITHMS_GROUP",
+    "COMMANDS_GROUP",
     "TRANSLATIONS_GROUP",
     "PluginInfo",
     "available",
     "load_algorithm",
+    "load_commands",
     "load_translation_class",
 ]
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS_GROUP = "optivgi.algorithms"
+COMMANDS_GROUP = "optivgi.commands"
 TRANSLATIONS_GROUP = "optivgi.translations"
 
 
@@ -91,6 +94,21 @@ def load_algorithm(name: str) -> Algorithm:
         # The registered name is what users type and what reports show.
         algorithm.name = name  # type: ignore[misc]
     return algorithm
+
+
+def load_commands() -> list[Any]:
+    """The click commands (or groups) plugins register under ``optivgi.commands``.
+
+    A plugin whose command cannot be imported (its extra is not installed, say) is left out with
+    a debug log line, so the core command line always works.
+    """
+    commands = []
+    for name, ep in sorted(_entry_points(COMMANDS_GROUP).items()):
+        try:
+            commands.append(ep.load())
+        except Exception as exc:  # an optional plugin must never break `optivgi`
+            logger.debug("command plugin %r (%s) not loaded: %s", name, ep.value, exc)
+    return commands
 
 
 def load_translation_class(name: str) -> type[Translation]:
