@@ -86,7 +86,10 @@ def run(ctx: click.Context, translation: str | None, algorithm: str | None, inte
     failed = False
     try:
         with instance as t:
-            scheduler = Scheduler(t, algo, settings, clock=clock)
+            from optivgi.report import CurtailmentReporter
+
+            reporter = CurtailmentReporter(click.echo, voltage=settings.voltage)
+            scheduler = Scheduler(t, algo, settings, clock=clock, on_cycle=reporter)
 
             def _stop(signum: int, frame: FrameType | None) -> None:
                 logger.warning("signal %s received, stopping", signal.Signals(signum).name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from optivgi.algorithms.base import Algorithm
 from optivgi.clock import AcceleratedClock
 from optivgi.config import Settings
 from optivgi.loop import CycleReport, Scheduler
+from optivgi.report import CurtailmentReporter
 from optivgi.scenario import Scenario
 from optivgi.simulated import SimEvent, SimulatedTranslation, default_scenario
 
@@ -42,10 +42,6 @@ class DemoResult:
         return self.peak_kw <= self.limit_kw + _TOL_KW
 
 
-def _hhmmss(t: datetime) -> str:
-    return t.strftime("%H:%M:%S")
-
-
 def run_demo(
     algorithm: Algorithm,
     *,
@@ -62,12 +58,11 @@ def run_demo(
     """
     scenario = scenario or default_scenario()
     clock = AcceleratedClock(scenario.now, speed)
-    lock = threading.Lock()
     names = {str(ev.ev_id): f"EV {i + 1}" for i, ev in enumerate(scenario.evs)}
+    reporter = CurtailmentReporter(echo, names=names)
 
     def say(t: datetime, text: str) -> None:
-        with lock:
-            echo(f"[{_hhmmss(t)}] {text}")
+        reporter.say(t, text)
 
     def on_event(event: SimEvent) -> None:
         ev = event.ev
@@ -86,39 +81,14 @@ def run_demo(
                         site_power_limit_kw=limit0, resolution_s=scenario.resolution_s,
                         horizon_s=scenario.horizon_s, interval_s=60.0, charging_rate_unit="W")
     reports: list[CycleReport] = []
-    allocations: list[tuple[datetime, dict[str, float]]] = []
-    state = {"curtailed": False, "last": {}}
 
     def on_cycle(report: CycleReport) -> None:
         reports.append(report)
-        group = report.groups.get("default")
-        if group is None or group.error is not None:
-            say(report.now, f"cycle failed: {group.error if group else 'no group'}")
-            return
-        # Profiles come ordered reductions first and only for connected EVs: pair them by id.
-        evs = {str(ev.ev_id): ev for ev in group.evs}
-        alloc = {
-            ev_id: p.limit_kw_at(0, evs[ev_id].voltage or settings.voltage, evs[ev_id].phases)
-            for ev_id, p in sorted(group.profiles.items())
-        }
-        allocations.append((report.now, alloc))
-        requested = sum(ev.max_power_kw for ev in group.evs)
-        limit = group.site_limit_kw
-        allocated = sum(alloc.values())
-        curtailed = requested > limit + _TOL_KW
-        if curtailed != state["curtailed"]:
-            state["curtailed"] = curtailed
-            word = "ON" if curtailed else "OFF"
-            say(report.now, f"CURTAILMENT {word} — {len(group.evs)} EVs request {requested:.2f} kW, "
-                            f"limit {limit:.2f} kW, allocated {allocated:.2f} kW")
-        rounded = {k: round(v, 2) for k, v in alloc.items()}
-        if rounded != state["last"]:
-            state["last"] = rounded
-            shown = "  ".join(f"{names[k]}: {v:.2f} kW" for k, v in alloc.items()) or "no EV connected"
-            say(report.now, f"allocation ({report.reason}; {group.schedule.algorithm if group.schedule else '?'}) "
-                            f"{shown}  | site {allocated:.2f}/{limit:.2f} kW")
-        if translation.finished:
-            scheduler.stop()
+        try:
+            reporter(report)
+        finally:
+            if translation.finished:
+                scheduler.stop()
 
     scheduler = Scheduler(translation, algorithm, settings, clock=clock, on_cycle=on_cycle, coalesce_s=1.0)
     echo(f"opti-vgi demo: {scenario.name} — {len(scenario.evs)} EVs, site limit {limit0:.1f} kW, "
@@ -142,7 +112,7 @@ def run_demo(
     echo(f"peak site power {peak:.2f} kW (limit {limit0:.2f} kW) — "
          f"{'within the limit' if peak <= limit0 + _TOL_KW else 'LIMIT EXCEEDED'}; "
          f"{scheduler.cycles} cycles, {scheduler.failed_cycles} failed")
-    result = DemoResult(scenario, translation, reports, allocations, peak, limit0)
+    result = DemoResult(scenario, translation, reports, reporter.allocations, peak, limit0)
     if plot is not None:
         from optivgi.plotting import plot_stacked_power
 

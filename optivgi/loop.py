@@ -71,6 +71,21 @@ class CycleReport:
         return all(g.error is None for g in self.groups.values())
 
 
+def _unique(group: str, evs: list[EV]) -> list[EV]:
+    """``evs`` without repeated ids: the first session with an id is kept, the others are
+    skipped with a warning (a translation bug must not stop the whole group)."""
+    seen: set[str] = set()
+    out: list[EV] = []
+    for ev in evs:
+        key = str(ev.ev_id)
+        if key in seen:
+            logger.warning("group %s: duplicate session id %r from the translation skipped", group, key)
+            continue
+        seen.add(key)
+        out.append(ev)
+    return out
+
+
 def _planning_start(now: datetime) -> datetime:
     return now.replace(microsecond=0)
 
@@ -183,6 +198,7 @@ class Scheduler:
     def _run_group(self, group: str, now: datetime) -> GroupResult:
         result = GroupResult(group)
         evs, voltage = self.translation.get_evs(group)
+        evs = _unique(group, evs)
         # One voltage for planning and for the amp limits sent, or a profile in A could
         # allow more power than was planned.
         site_voltage = voltage or self.settings.voltage

@@ -175,7 +175,10 @@ class SimulatedTranslation(Translation):
                 event = self._events[self._next_event]
                 self._next_event += 1
                 if self.on_event is not None:
-                    self.on_event(event)
+                    try:
+                        self.on_event(event)
+                    except Exception:  # a display callback must not stop the simulated site
+                        logger.exception("on_event callback failed for %s %s", event.kind, event.ev.ev_id)
 
     def delivered_kwh(self) -> dict[str, float]:
         """Energy [kWh] delivered so far to each EV."""

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import numpy as np
 import pytest
 
@@ -219,3 +220,18 @@ def test_unconfirmed_evs_together_above_the_limit_are_scaled_into_it() -> None:
     total = sum(_kw(p) for p in site.sent[-1].values())
     assert total <= 30.0 + 1e-9
     assert all(_kw(p) == pytest.approx(5.0, abs=0.01) for p in site.sent[-1].values())
+
+
+class DuplicatingSite(FakeSite):
+    def get_evs(self, group_name: str) -> tuple[list[EV], float | None]:
+        evs, volts = super().get_evs(group_name)
+        return [*evs, attrs.evolve(evs[0], max_power=22.0)], volts
+
+
+def test_duplicate_session_ids_are_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    site = DuplicatingSite()
+    report = Scheduler(site, EqualShareAlgorithm(), _settings()).run_cycle()
+    assert report.ok
+    assert sorted(site.sent[-1]) == [f"EV-{i}" for i in range(6)]
+    assert all(_kw(p) == pytest.approx(5.0, abs=0.01) for p in site.sent[-1].values())
+    assert "duplicate session id 'EV-0' from the translation skipped" in caplog.text

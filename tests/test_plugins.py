@@ -119,6 +119,11 @@ def test_run_once_with_a_third_party_translation(plugin_path: Path, algorithm: s
         assert sched["chargingSchedulePeriod"][0]["limit"] <= expected_w
         total_w += sched["chargingSchedulePeriod"][0]["limit"]
     assert total_w <= 30000.0
+    # the operator's view, per group (each group is its own 30 kW site)
+    allocated = 6 * expected_w / 1000
+    for group in ("north", "south"):
+        assert (f"{group}: CURTAILMENT ON — 6 EVs request 43.20 kW, limit 30.00 kW, allocated {allocated:.2f} kW"
+                in proc.stdout), proc.stdout
 
 
 def test_unknown_translation_is_a_clear_error(plugin_path: Path) -> None:
