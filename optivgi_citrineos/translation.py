@@ -25,6 +25,10 @@ Fail-safe (``docs/citrineos.md``, "Fail-safe"): every station gets a fallback Tx
 the optimizer's TxProfiles carry a ``validTo`` a few intervals ahead, so a dead optimizer leaves
 the chargers on the safe share. CSMS calls are retried with exponential backoff and jitter within
 a per-cycle budget; secrets never reach a log line or an exception message.
+
+OCPP 2.0.1 charging needs (``docs/citrineos.md``, "What each session needs"): the latest
+NotifyEVChargingNeeds of each (station, EVSE) seen on RabbitMQ overrides the configured departure,
+energy and power limits of the session on that connector, never above a configured maximum.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ from optivgi.translation import SendOutcome, Translation, TriggerFn
 from optivgi_citrineos import queries
 from optivgi_citrineos.config import CitrineOSConfig, SecretRedactor, redact
 from optivgi_citrineos.listener import AmqpEvent, CitrineOSListener, ProfileAnswerTracker
-from optivgi_citrineos.sitefile import OCPP16, resolve_after, resolve_before
+from optivgi_citrineos.needs import ChargingNeeds, ChargingNeedsStore, parse_charging_needs
+from optivgi_citrineos.sitefile import OCPP16, SessionParams, resolve_after, resolve_before
 
 if TYPE_CHECKING:
     import httpx
@@ -79,6 +84,7 @@ logger = logging.getLogger(__name__)
 REDACTOR = SecretRedactor()
 logger.addFilter(REDACTOR)
 logging.getLogger("optivgi_citrineos.listener").addFilter(REDACTOR)
+logging.getLogger("optivgi_citrineos.needs").addFilter(REDACTOR)
 
 # A station whose fallback could not be installed is tried again after this pause (doubling up to
 # an hour), or at once when RabbitMQ shows it (re)connecting.
@@ -307,6 +313,8 @@ class CitrineOSTranslation(Translation):
         #: Profiles CitrineOS recorded as active when :meth:`setup` read them back, per station.
         self.profiles_in_force: dict[str, list[ProfileInForce]] = {}
         self._cycle_deadline: float | None = None
+        # The latest OCPP 2.0.1 charging needs per (station, EVSE), fed from RabbitMQ.
+        self._needs = ChargingNeedsStore()
         REDACTOR.add(config.secrets)
 
     # -- construction and life cycle ---------------------------------------------------------
@@ -351,6 +359,11 @@ class CitrineOSTranslation(Translation):
     def listener(self) -> CitrineOSListener | None:
         """The RabbitMQ listener, once started."""
         return self._listener
+
+    @property
+    def charging_needs(self) -> ChargingNeedsStore:
+        """The OCPP 2.0.1 charging needs kept per (station, EVSE) from RabbitMQ."""
+        return self._needs
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -468,8 +481,9 @@ class CitrineOSTranslation(Translation):
         return event.tenant_id == str(self.config.tenant_id) and self.config.group_of(event.station_id) is not None
 
     def _on_event(self, event: AmqpEvent) -> None:
-        """Hide a session as soon as RabbitMQ says it stopped, before the database does; note a
-        station seen for the first time (or rebooted) so the next cycle installs its fallback."""
+        """Hide a session as soon as RabbitMQ says it stopped, before the database does (and drop
+        its charging needs); keep each EVSE's latest charging needs; note a station seen for the
+        first time (or rebooted) so the next cycle installs its fallback."""
         if event.origin != "cs" or event.state != 1 or not isinstance(event.payload, Mapping):
             return
         if self.config.fallback:
@@ -481,14 +495,42 @@ class CitrineOSTranslation(Translation):
                     self._hold_until.pop(event.station_id, None)
                 if not state.installed:
                     state.next_try = 0.0
+        if event.action == "NotifyEVChargingNeeds":
+            self._on_charging_needs(event)
+            return
         tx: Any = None
+        evse: Any = None
         if event.action == "StopTransaction":
             tx = event.payload.get("transactionId")
         elif event.action == "TransactionEvent" and event.payload.get("eventType") == "Ended":
             tx = (event.payload.get("transactionInfo") or {}).get("transactionId")
+            evse = (event.payload.get("evse") or {}).get("id")
         if tx is not None:
             with self._lock:
                 self._ended[(event.station_id, str(tx))] = time.monotonic()
+            valid_evse = evse if isinstance(evse, int) and not isinstance(evse, bool) else None
+            dropped = self._needs.transaction_ended(event.station_id, str(tx), valid_evse)
+            if dropped:
+                logger.info(
+                    "charging needs of %s EVSE %s dropped: transaction %s ended",
+                    event.station_id,
+                    ", ".join(map(str, dropped)),
+                    tx,
+                )
+
+    def _on_charging_needs(self, event: AmqpEvent) -> None:
+        """Keep a NotifyEVChargingNeeds; invalid fields are logged and left out, never raised."""
+        parsed = parse_charging_needs(event.payload, to_utc(self._clock()))
+        evse = event.payload.get("evseId") if isinstance(event.payload, Mapping) else None
+        for problem in parsed.problems:
+            logger.warning(
+                "NotifyEVChargingNeeds from %s EVSE %s: ignoring invalid value: %s", event.station_id, evse, problem
+            )
+        if parsed.needs is None:
+            logger.warning("NotifyEVChargingNeeds from %s EVSE %s ignored: nothing usable", event.station_id, evse)
+            return
+        self._needs.update(event.station_id, parsed.needs)
+        logger.info("charging needs of %s EVSE %d: %s", event.station_id, parsed.needs.evse_id, parsed.needs)
 
     # -- reading sessions --------------------------------------------------------------------
     def get_evs(self, group_name: str) -> tuple[list[EV], float | None]:
@@ -508,6 +550,7 @@ class CitrineOSTranslation(Translation):
         rows = self._read_sessions(stations, deadline)
         now = to_utc(self._clock())
         active_keys = {(r.station_id, r.transaction_id) for r in rows}
+        self._needs.prune(set(stations), active_keys)
         with self._lock:
             cutoff = time.monotonic() - _ENDED_TTL_S
             self._ended = {k: t for k, t in self._ended.items() if t >= cutoff and k in active_keys}
@@ -561,11 +604,20 @@ class CitrineOSTranslation(Translation):
                     row.station_id,
                     row.transaction_id,
                 )
-        delivered = delivered_energy_wh(row.sampled_values, row.meter_start_wh)
+        volts = params.voltage or cfg.voltage
+        phases = params.phases or cfg.phases
         needed_kwh = params.energy_needed_kwh or 0.0
-        remaining = max(needed_kwh - (delivered or 0.0) / 1000.0, 0.0)
         max_kw = params.max_power_kw if params.max_power_kw is not None else 0.0
-        min_kw = min(params.min_power_kw or 0.0, max_kw)
+        wanted_min_kw = params.min_power_kw or 0.0
+        needs = self._needs.get(row.station_id, row.connector_id, row.transaction_id)
+        if needs is not None:
+            # What the car itself asked for beats what was configured for the connector.
+            departure, needed_kwh, max_kw, wanted_min_kw, phases = self._apply_needs(
+                row, needs, now, departure, needed_kwh, max_kw, wanted_min_kw, volts, phases
+            )
+        delivered = delivered_energy_wh(row.sampled_values, row.meter_start_wh)
+        remaining = max(needed_kwh - (delivered or 0.0) / 1000.0, 0.0)
+        min_kw = min(wanted_min_kw, max_kw)
         return EV(
             ev_id=f"{row.station_id}:{row.transaction_id}",
             station_id=row.station_id,
@@ -577,10 +629,85 @@ class CitrineOSTranslation(Translation):
             max_power=max_kw,
             active=True,
             unit=ChargingRateUnit.W,
-            voltage=params.voltage or cfg.voltage,
-            phases=params.phases or cfg.phases,
+            voltage=volts,
+            phases=phases,
             transaction_id=row.transaction_id,
         )
+
+    def _apply_needs(
+        self,
+        row: SessionRow,
+        needs: ChargingNeeds,
+        now: datetime,
+        departure: datetime,
+        needed_kwh: float,
+        max_kw: float,
+        min_kw: float,
+        volts: float,
+        phases: int,
+    ) -> tuple[datetime, float, float, float, int]:
+        """The session's (departure, energy needed [kWh], max [kW], min [kW], phases) with the
+        car's charging needs laid over the configured values; a field the car left out keeps
+        the configured value."""
+        if needs.departure is not None:
+            if needs.departure > now:
+                departure = needs.departure
+            else:
+                logger.debug(
+                    "session %s:%s is past the departure its car asked for; using the configured one",
+                    row.station_id,
+                    row.transaction_id,
+                )
+        if needs.energy_wh is not None:
+            needed_kwh = needs.energy_wh / 1000.0
+        if needs.phases is not None:
+            # The car draws on the phases it asked for; the EV carries them too, so a profile in
+            # amps is converted with the same phases the power was planned with.
+            phases = needs.phases
+        wanted_max = needs.max_power_kw(volts, phases)
+        if wanted_max is not None:
+            configured = self._configured_max_kw(row, needs.evse_id)
+            # A configured maximum is what the connector or site may give; the car cannot raise it.
+            max_kw = wanted_max if configured is None else min(wanted_max, configured)
+        wanted_min = needs.min_power_kw(volts, phases)
+        if wanted_min is not None:
+            min_kw = wanted_min
+        logger.debug(
+            "session %s:%s uses its car's charging needs: departure %s, %.3f kWh, %.3f-%.3f kW, %d phase(s)",
+            row.station_id,
+            row.transaction_id,
+            departure.isoformat(),
+            needed_kwh,
+            min_kw,
+            max_kw,
+            phases,
+        )
+        return departure, needed_kwh, max_kw, min_kw, phases
+
+    def _configured_max_kw(self, row: SessionRow, connector_id: int) -> float | None:
+        """The most specific ``max_power_kw`` that was configured for the session, or None when
+        only the built-in default applies.
+
+        Walks the layers of :meth:`CitrineOSConfig.session_params` in the same order, leaving
+        out the built-in default: that one is a guess, which the car's own figure replaces.
+        """
+        cfg, site = self.config, self.config.site
+        layers: list[SessionParams] = []
+        if site is not None and row.id_token is not None and row.id_token in site.id_tags:
+            layers.append(site.id_tags[row.id_token])
+        key = (row.station_id, connector_id)
+        if key in cfg.connectors:
+            layers.append(cfg.connectors[key])
+        if site is not None:
+            if key in site.connectors:
+                layers.append(site.connectors[key])
+            if row.station_id in site.stations:
+                layers.append(site.stations[row.station_id])
+            layers.append(site.defaults)
+        for layer in layers:
+            if layer.max_power_kw is not None:
+                return layer.max_power_kw
+        return None
 
     def _read_sessions(self, stations: Sequence[str], deadline: float) -> list[SessionRow]:
         if self.config.graphql_url is not None:
