@@ -310,6 +310,9 @@ class CitrineOSTranslation(Translation):
         # Limit [kW] last known in force per (station, connector): read back at start, then
         # updated with every applied profile. Decides which profiles are reductions.
         self._known_kw: dict[tuple[str, int], float] = {}
+        # The transaction each known limit was confirmed for (None: read back, transaction unknown);
+        # a new session on the connector starts from scratch.
+        self._known_tx: dict[tuple[str, int], str | None] = {}
         #: Profiles CitrineOS recorded as active when :meth:`setup` read them back, per station.
         self.profiles_in_force: dict[str, list[ProfileInForce]] = {}
         self._cycle_deadline: float | None = None
@@ -922,8 +925,16 @@ class CitrineOSTranslation(Translation):
         # sent in parallel, so without two waves an increase could land before a reduction.
         reductions: list[_Send] = []
         increases: list[_Send] = []
+        now = to_utc(self._clock())
         for s in to_send:
-            known = self._known_kw.get((s.station_id, s.ev.connector_id))
+            key = (s.station_id, s.ev.connector_id)
+            known = self._known_kw.get(key)
+            if self._known_tx.get(key) not in (None, str(s.ev.transaction_id)):
+                known = None  # that limit was another car's
+            if known is None and self._hold_until.get(s.station_id, now) > now:
+                # A new session under the station's hold draws nothing yet: its first profile is
+                # an increase and must wait until the others' reductions are answered.
+                known = 0.0
             new_kw = s.profile.limit_kw_at(0, self._volts(s.ev), s.ev.phases)
             (increases if known is not None and new_kw > known + 1e-9 else reductions).append(s)
         for wave in (reductions, increases):
@@ -945,6 +956,7 @@ class CitrineOSTranslation(Translation):
         applied = {s.ev_id: s for s in to_send if outcomes.get(s.ev_id) is SendOutcome.APPLIED}
         for s in applied.values():
             self._known_kw[(s.station_id, s.ev.connector_id)] = s.profile.limit_kw_at(0, self._volts(s.ev), s.ev.phases)
+            self._known_tx[(s.station_id, s.ev.connector_id)] = str(s.ev.transaction_id)
         return outcomes
 
     def _prepare(self, ev: EV, profile: ChargingProfile) -> _Send:
