@@ -708,9 +708,15 @@ class CitrineOSDouble:
         """Close a station's websocket from the CSMS side (as ``DELETE /data/ocpprouter/connection``)."""
 
         async def close() -> None:
-            session = self._core.sessions.get(f"{self.config.tenant_id}:{station_id}")
+            key = f"{self.config.tenant_id}:{station_id}"
+            session = self._core.sessions.get(key)
             if session is not None:
+                # Unregistered at once, as CitrineOS does: a frame the session is still handling
+                # must not keep the station looking connected.
+                del self._core.sessions[key]
                 await session.ws.close(code, reason)
+                with contextlib.suppress(Exception):
+                    await self._core.store.set_online(station_id, False)
 
         self.run(close())
 

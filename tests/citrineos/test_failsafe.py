@@ -408,3 +408,38 @@ def test_one_stations_failure_does_not_stop_the_others(
         assert f"No connection found for identifier: 1:{stations[0]}" in caplog.text
     finally:
         close_chargers(loop, cps)
+
+
+def test_a_new_session_gets_its_profile_only_after_the_others_are_reduced(
+    citrineos_double: CitrineOSDouble, loop: LoopThread, opened: list[Any]
+) -> None:
+    stations = new_stations(3)
+    cps = start_chargers(citrineos_double, loop, stations[:2])
+    newcomer = TestChargePoint(stations[2], citrineos_double.ws_url, id_tag=f"TAG-{stations[2]}")
+    loop.run(newcomer.connect())
+    cps[stations[2]] = newcomer
+    try:
+        # 15 kW: two 7.2 kW EVs fit (30 A each); with a third all three get 5.0 kW (20.8 A).
+        settings = settings_for(citrineos_double, stations, 15.0)
+        t = open_translation(settings, opened)
+        scheduler = Scheduler(t, EqualShareAlgorithm(), settings)
+        scheduler.run_cycle("two")
+        assert [received(cps[s], "TxProfile")[-1]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+                for s in stations[:2]] == [30.0, 30.0]
+        loop.run(newcomer.start_session(meter_start_wh=5000))
+        started = time.monotonic()
+        # Under the hold, the newcomer draws nothing until its own profile comes.
+        assert effective_limit(newcomer, datetime.now(UTC)) == 0.0
+        scheduler.run_cycle("three")
+        assert latest_tx_limits(cps) == [20.8, 20.8, 20.8]
+
+        def tx_times(cp: TestChargePoint) -> list[float]:
+            return [r.at for r in cp.received if r.action == "SetChargingProfile"
+                    and r.payload["csChargingProfiles"]["chargingProfilePurpose"] == "TxProfile"]
+
+        reduced_at = max(tx_times(cps[s])[-1] for s in stations[:2])
+        first_at = tx_times(newcomer)[0]
+        assert first_at >= reduced_at, "the newcomer's increase arrived before the others' reductions"
+        assert time.monotonic() - started < 10
+    finally:
+        close_chargers(loop, cps)
