@@ -792,10 +792,17 @@ class CitrineOSTranslation(Translation):
             db_id=raw.get("id"),
         )
 
-    def _read_sql(self, stations: Sequence[str]) -> list[SessionRow]:
+    def _sql_rows(self, query: str, params: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
+        """Run a read-only query on CitrineOS's PostgreSQL (``CITRINEOS_DB_DSN``), rows as dicts.
+
+        Raises:
+            ConfigurationError: no DSN, or psycopg missing.
+            CSMSConnectionError: the database is unreachable.
+            CSMSResponseError: the query failed.
+        """
         dsn = self.config.db_dsn
         if dsn is None:
-            raise ConfigurationError("HASURA_URL or CITRINEOS_DB_DSN must be set to read sessions")
+            raise ConfigurationError("HASURA_URL or CITRINEOS_DB_DSN must be set to read from CitrineOS")
         try:
             import psycopg
             from psycopg.rows import dict_row
@@ -805,11 +812,14 @@ class CitrineOSTranslation(Translation):
             with psycopg.connect(
                 dsn, connect_timeout=max(1, int(self.config.http_timeout_s)), row_factory=dict_row
             ) as conn:
-                records = conn.execute(queries.ACTIVE_SESSIONS_SQL, {"tenant_id": self.config.tenant_id}).fetchall()
+                return [dict(r) for r in conn.execute(query, dict(params)).fetchall()]
         except psycopg.OperationalError as exc:
             raise CSMSConnectionError(self._redact(f"PostgreSQL at {mask_url(dsn)} unreachable: {exc}")) from None
         except psycopg.Error as exc:
-            raise CSMSResponseError(self._redact(f"the session query failed: {exc}")) from None
+            raise CSMSResponseError(self._redact(f"the {what} query failed: {exc}")) from None
+
+    def _read_sql(self, stations: Sequence[str]) -> list[SessionRow]:
+        records = self._sql_rows(queries.ACTIVE_SESSIONS_SQL, {"tenant_id": self.config.tenant_id}, "session")
         wanted = set(stations)
         rows: list[SessionRow] = []
         for rec in records:
@@ -1305,25 +1315,11 @@ class CitrineOSTranslation(Translation):
             if not isinstance(rows, list):
                 raise CSMSResponseError("Hasura's answer has no ChargingProfiles list", status_code=200)
             return [r for r in rows if isinstance(r, Mapping)]
-        dsn = self.config.db_dsn
-        if dsn is None:
-            raise ConfigurationError("HASURA_URL or CITRINEOS_DB_DSN must be set")
-        try:
-            import psycopg
-            from psycopg.rows import dict_row
-        except ImportError:
-            raise ConfigurationError("CITRINEOS_DB_DSN needs psycopg (v3): pip install 'psycopg[binary]'") from None
-        try:
-            with psycopg.connect(
-                dsn, connect_timeout=max(1, int(self.config.http_timeout_s)), row_factory=dict_row
-            ) as conn:
-                records = conn.execute(
-                    queries.ACTIVE_CHARGING_PROFILES_SQL,
-                    {"tenant_id": self.config.tenant_id, "station_ids": list(stations)},
-                ).fetchall()
-        except psycopg.Error as exc:
-            raise CSMSConnectionError(self._redact(f"the ChargingProfiles query failed: {exc}")) from None
-        return [dict(r) for r in records]
+        return self._sql_rows(
+            queries.ACTIVE_CHARGING_PROFILES_SQL,
+            {"tenant_id": self.config.tenant_id, "station_ids": list(stations)},
+            "ChargingProfiles",
+        )
 
     @staticmethod
     def _profile_from_row(raw: Mapping[str, Any], now: datetime) -> ProfileInForce:

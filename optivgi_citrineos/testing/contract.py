@@ -55,10 +55,16 @@ VOLATILE_KEYS = frozenset(
 
 
 def set_profile_body(
-    profile_id: int, limits: list[float], *, tx: int = 1, unit: str = "A", period_s: int = 600
+    profile_id: int,
+    limits: list[float],
+    *,
+    tx: int = 1,
+    unit: str = "A",
+    period_s: int = 600,
+    start: str = "2026-11-24T00:37:30Z",
 ) -> dict[str, Any]:
     """A 1.6 SetChargingProfile REST body like the recorded ones: a TxProfile on connector 1 with
-    one period per limit, ``period_s`` apart."""
+    one period per limit, ``period_s`` apart, from ``start``."""
     return {
         "connectorId": 1,
         "csChargingProfiles": {
@@ -69,7 +75,7 @@ def set_profile_body(
             "transactionId": tx,
             "chargingSchedule": {
                 "chargingRateUnit": unit,
-                "startSchedule": "2026-11-24T00:37:30Z",
+                "startSchedule": start,
                 "chargingSchedulePeriod": [
                     {"startPeriod": period_s * i, "limit": limit, "numberPhases": 1} for i, limit in enumerate(limits)
                 ],

@@ -17,27 +17,14 @@ from click.testing import CliRunner
 from optivgi_citrineos import queries
 from optivgi_citrineos.testing import CitrineOSDouble, ProfileAnswer, TestChargePoint
 from optivgi_citrineos.testing.chargepoint import LoopThread
+from optivgi_citrineos.testing.contract import set_profile_body
 from optivgi_citrineos.verify import fetch_verify_data, run_checks, verify_command
 
 REJECTED_ID = 777
 
 
 def _body(tx: int, start: datetime, watts: float, profile_id: int = 9001) -> dict[str, Any]:
-    return {
-        "connectorId": 1,
-        "csChargingProfiles": {
-            "chargingProfileId": profile_id,
-            "stackLevel": 1,
-            "chargingProfilePurpose": "TxProfile",
-            "chargingProfileKind": "Absolute",
-            "transactionId": tx,
-            "chargingSchedule": {
-                "chargingRateUnit": "W",
-                "startSchedule": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": watts, "numberPhases": 1}],
-            },
-        },
-    }
+    return set_profile_body(profile_id, [watts], tx=tx, unit="W", start=start.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def _graphql_rows(double: CitrineOSDouble, stations: list[str]) -> list[dict[str, Any]]:
