@@ -6,7 +6,7 @@
   and correlates the chargers' answers to SetChargingProfile;
 - :mod:`optivgi_citrineos.config` and :mod:`optivgi_citrineos.sitefile`: configuration;
 - :mod:`optivgi_citrineos.queries`: GraphQL documents and SQL over CitrineOS's tables;
-- :mod:`optivgi_citrineos.testing`: a CitrineOS test double and a test charge point.
+
 
 Importing the package reads no environment and opens no connection; install it with the
 ``citrineos`` extra (httpx, pika, ocpp, websockets).

@@ -1,7 +1,7 @@
 """An OCPP 1.6J charger simulator for demos and end-to-end tests of the CitrineOS integration.
 
 Each simulated charge point speaks OCPP 1.6J through the ``ocpp`` library (JSON schema validation
-on) to a CSMS such as CitrineOS 1.8.3 or :class:`~optivgi_citrineos.testing.CitrineOSDouble`. Cars
+on) to a CSMS such as CitrineOS 1.8.3 or :class:`~citrineos_testdouble.CitrineOSDouble`. Cars
 arrive from a scenario (or on RemoteStartTransaction), charge with a battery model that follows the
 charge point's composite schedule, and report MeterValues on a clock that may run faster than real
 time.

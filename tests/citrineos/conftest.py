@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 from support import shared_dir
 
-from optivgi_citrineos.testing import CitrineOSDouble
-from optivgi_citrineos.testing.contract import AmqpRecorder, CallbackServer
+from citrineos_testdouble import CitrineOSDouble
+from citrineos_testdouble.contract import AmqpRecorder, CallbackServer
 
 # The recordings live beside the repository, like the scenarios.
 os.environ.setdefault("CITRINEOS_CONTRACT_DIR", str(shared_dir() / "citrineos-contract"))

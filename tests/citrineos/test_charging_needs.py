@@ -28,8 +28,8 @@ from optivgi.models.ev import EV, ChargingRateUnit
 from optivgi_citrineos.config import CitrineOSConfig
 from optivgi_citrineos.listener import AmqpEvent
 from optivgi_citrineos.needs import ChargingNeeds, ChargingNeedsStore, parse_charging_needs
-from optivgi_citrineos.testing import CitrineOSDouble, TestChargePoint
-from optivgi_citrineos.testing.chargepoint import LoopThread
+from citrineos_testdouble import CitrineOSDouble, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
 from optivgi_citrineos.translation import CitrineOSTranslation, SessionRow
 
 NOW = datetime(2026, 11, 24, 0, 20, 15, tzinfo=UTC)

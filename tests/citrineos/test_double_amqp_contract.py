@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from optivgi_citrineos.testing import CitrineOSDouble, ProfileAnswer, TestChargePoint
-from optivgi_citrineos.testing.chargepoint import LoopThread
-from optivgi_citrineos.testing.contract import AmqpRecorder, assert_same_shape, load_jsonl, set_profile_body
+from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
+from citrineos_testdouble.contract import AmqpRecorder, assert_same_shape, load_jsonl, set_profile_body
 
 RECORDINGS = ("amqp-messages.jsonl", "run2/amqp-messages.jsonl")
 VOLATILE_HEADERS = {"correlationId", "timestamp", "stationId"}

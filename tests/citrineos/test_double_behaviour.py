@@ -16,9 +16,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from optivgi_citrineos import queries
-from optivgi_citrineos.testing import CitrineOSDouble, ProfileAnswer, TestChargePoint
-from optivgi_citrineos.testing.chargepoint import LoopThread
-from optivgi_citrineos.testing.contract import AmqpRecorder, CallbackServer, set_profile_body
+from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
+from citrineos_testdouble.contract import AmqpRecorder, CallbackServer, set_profile_body
 
 _profile = set_profile_body
 

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from optivgi_citrineos.testing import CitrineOSDouble, ProfileAnswer, TestChargePoint
-from optivgi_citrineos.testing._http import parse_query
-from optivgi_citrineos.testing.chargepoint import LoopThread
-from optivgi_citrineos.testing.contract import (
+from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
+from citrineos_testdouble._http import parse_query
+from citrineos_testdouble.chargepoint import LoopThread
+from citrineos_testdouble.contract import (
     CallbackServer,
     assert_same_shape,
     load_jsonl,

@@ -32,7 +32,7 @@ from conftest import require_services
 from optivgi_citrineos.config import CitrineOSConfig
 from optivgi_citrineos.simulator import Simulator, SimulatorConfig, SimulatorSnapshot
 from optivgi_citrineos.simulator.config import default_scenario
-from optivgi_citrineos.testing import CitrineOSDouble
+from citrineos_testdouble import CitrineOSDouble
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq]
 

@@ -26,8 +26,8 @@ from optivgi.config import Settings
 from optivgi.loop import Scheduler
 from optivgi.models.ev import ChargingRateUnit
 from optivgi.translation import SendOutcome
-from optivgi_citrineos.testing import CitrineOSDouble, TestChargePoint
-from optivgi_citrineos.testing.chargepoint import LoopThread
+from citrineos_testdouble import CitrineOSDouble, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
 from optivgi_citrineos.translation import CitrineOSTranslation
 
 pytestmark = pytest.mark.rabbitmq

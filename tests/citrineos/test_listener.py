@@ -29,7 +29,7 @@ from optivgi_citrineos.listener import (
     profile_fingerprint,
     trigger_reason,
 )
-from optivgi_citrineos.testing.contract import set_profile_body
+from citrineos_testdouble.contract import set_profile_body
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 EXCHANGE = "citrineos"

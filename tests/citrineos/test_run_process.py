@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from optivgi_citrineos.testing import CitrineOSDouble, TestChargePoint
-from optivgi_citrineos.testing.chargepoint import LoopThread
+from citrineos_testdouble import CitrineOSDouble, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -29,8 +29,8 @@ from optivgi_citrineos.simulator import (
     default_scenario,
     validate_frame,
 )
-from optivgi_citrineos.testing import CitrineOSDouble
-from optivgi_citrineos.testing._ocpp import OutgoingCall
+from citrineos_testdouble import CitrineOSDouble
+from citrineos_testdouble._ocpp import OutgoingCall
 
 SimFactory = Callable[..., Simulator]
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from optivgi_citrineos.cli import citrineos
-from optivgi_citrineos.testing import CitrineOSDouble
+from citrineos_testdouble import CitrineOSDouble
 
 _UNSET = {name: None for name in ("SCENARIO_FILE", "STATION_IDS", "CITRINEOS_WS_URL", "SIMULATOR_SPEED",
                                   "CONNECTORS_PER_STATION", "METER_VALUES_INTERVAL", "VOLTAGE", "PHASES")}

@@ -25,8 +25,8 @@ from optivgi.models.profile import ChargingProfile
 from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
 from optivgi.translation import SendOutcome
-from optivgi_citrineos.testing import CitrineOSDouble, ProfileAnswer, TestChargePoint
-from optivgi_citrineos.testing.chargepoint import LoopThread
+from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
 from optivgi_citrineos.translation import CitrineOSTranslation
 
 pytestmark = pytest.mark.rabbitmq

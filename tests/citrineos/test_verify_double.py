@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from optivgi_citrineos import queries
-from optivgi_citrineos.testing import CitrineOSDouble, ProfileAnswer, TestChargePoint
-from optivgi_citrineos.testing.chargepoint import LoopThread
-from optivgi_citrineos.testing.contract import set_profile_body
+from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
+from citrineos_testdouble.contract import set_profile_body
 from optivgi_citrineos.verify import fetch_verify_data, run_checks, verify_command
 
 REJECTED_ID = 777

@@ -10,11 +10,11 @@ Needs a reachable PostgreSQL (``psycopg``) and RabbitMQ (``pika``).
 
 from __future__ import annotations
 
-from optivgi_citrineos.testing._amqp import AmqpUnavailableError
-from optivgi_citrineos.testing._db import DatabaseUnavailableError
-from optivgi_citrineos.testing._http import HttpFaults
-from optivgi_citrineos.testing.chargepoint import ProfileAnswer, TestChargePoint
-from optivgi_citrineos.testing.double import CitrineOSDouble, DoubleConfig
+from citrineos_testdouble._amqp import AmqpUnavailableError
+from citrineos_testdouble._db import DatabaseUnavailableError
+from citrineos_testdouble._http import HttpFaults
+from citrineos_testdouble.chargepoint import ProfileAnswer, TestChargePoint
+from citrineos_testdouble.double import CitrineOSDouble, DoubleConfig
 
 __all__ = [
     "AmqpUnavailableError",

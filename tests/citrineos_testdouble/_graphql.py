@@ -14,8 +14,8 @@ import re
 from typing import Any
 
 from optivgi_citrineos import queries
-from optivgi_citrineos.testing._db import Store
-from optivgi_citrineos.testing._http import HttpRequest, HttpResponse, json_response
+from citrineos_testdouble._db import Store
+from citrineos_testdouble._http import HttpRequest, HttpResponse, json_response
 
 logger = logging.getLogger(__name__)
 

@@ -33,13 +33,13 @@ from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, AuthorizationStatus, RegistrationStatus
 
-from optivgi_citrineos.testing._amqp import charger_message, csms_answer
-from optivgi_citrineos.testing._jsonutil import iso_ms, js_dumps, js_value, now_utc
+from citrineos_testdouble._amqp import charger_message, csms_answer
+from citrineos_testdouble._jsonutil import iso_ms, js_dumps, js_value, now_utc
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from optivgi_citrineos.testing.double import _Core
+    from citrineos_testdouble.double import _Core
 
 logger = logging.getLogger(__name__)
 

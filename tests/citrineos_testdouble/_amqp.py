@@ -15,7 +15,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from optivgi_citrineos.testing._jsonutil import js_dumps
+from citrineos_testdouble._jsonutil import js_dumps
 
 logger = logging.getLogger(__name__)
 

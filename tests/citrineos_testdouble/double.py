@@ -28,19 +28,19 @@ from typing import Any, TypeVar
 import httpx
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from optivgi_citrineos.testing import _schemas as schemas
-from optivgi_citrineos.testing._amqp import AmqpPublisher, AmqpUnavailableError, charger_message
-from optivgi_citrineos.testing._db import DatabaseUnavailableError, Store
-from optivgi_citrineos.testing._graphql import handle_graphql
-from optivgi_citrineos.testing._http import (
+from citrineos_testdouble import _schemas as schemas
+from citrineos_testdouble._amqp import AmqpPublisher, AmqpUnavailableError, charger_message
+from citrineos_testdouble._db import DatabaseUnavailableError, Store
+from citrineos_testdouble._graphql import handle_graphql
+from citrineos_testdouble._http import (
     HttpFaults,
     HttpRequest,
     HttpResponse,
     HttpServer,
     json_response,
 )
-from optivgi_citrineos.testing._jsonutil import iso_ms, js_value, now_utc
-from optivgi_citrineos.testing._ocpp import OutgoingCall, StationSession, regex_allows, station_id_from_path
+from citrineos_testdouble._jsonutil import iso_ms, js_value, now_utc
+from citrineos_testdouble._ocpp import OutgoingCall, StationSession, regex_allows, station_id_from_path
 
 __all__ = ["AmqpUnavailableError", "CitrineOSDouble", "DatabaseUnavailableError", "DoubleConfig"]
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from optivgi_citrineos.testing._jsonutil import js_dumps
+from citrineos_testdouble._jsonutil import js_dumps
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Json
 
-from optivgi_citrineos.testing._jsonutil import js_dumps, js_number, js_value, now_utc, parse_iso
+from citrineos_testdouble._jsonutil import js_dumps, js_number, js_value, now_utc, parse_iso
 
 logger = logging.getLogger(__name__)
 

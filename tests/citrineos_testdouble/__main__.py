@@ -1,4 +1,4 @@
-"""Run the CitrineOS double by hand: ``python -m optivgi_citrineos.testing --rest-port 8080``."""
+"""Run the CitrineOS double by hand: ``python -m citrineos_testdouble --rest-port 8080``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import logging
 import signal
 import threading
 
-from optivgi_citrineos.testing.double import DEFAULT_AMQP_URL, DEFAULT_DSN, CitrineOSDouble
+from citrineos_testdouble.double import DEFAULT_AMQP_URL, DEFAULT_DSN, CitrineOSDouble
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start the double and serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m optivgi_citrineos.testing", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m citrineos_testdouble", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--rest-port", type=int, default=8080, help="REST port (CitrineOS: 8080)")
     parser.add_argument("--ws-port", type=int, default=8092, help="OCPP 1.6J port (CitrineOS: 8092)")
