@@ -14,7 +14,7 @@ ALL_EXTRAS = ".[citrineos,plot,dev]"
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (needs RabbitMQ and PostgreSQL on 127.0.0.1)."""
+    """Run the whole test suite (it starts its own PostgreSQL and RabbitMQ: see tests/services.py)."""
     session.install(ALL_EXTRAS)
     session.run("pytest", *(session.posargs or ["-q"]))
 

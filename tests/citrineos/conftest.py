@@ -1,62 +1,62 @@
-"""Fixtures for tests against the CitrineOS 1.8.3 double (real PostgreSQL and RabbitMQ on 127.0.0.1).
+"""Fixtures for tests against the CitrineOS 1.8.3 double (the run's own PostgreSQL and RabbitMQ).
 
-``citrineos_double`` starts one double for the session. The services it needs must be running:
-when PostgreSQL or RabbitMQ is unreachable the tests fail (they are not skipped), with a message
-naming the missing service.
+``citrineos_double`` starts one double for the session on the run's services (``tests/conftest.py``),
+publishing on an exchange of the run. A double made directly with ``CitrineOSDouble()`` in a test
+picks the same services from the ``CITRINEOS_DOUBLE_*`` variables that the service fixtures set;
+such a test must ask for the ``citrineos_services`` fixture.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from support import shared_dir
-
 from citrineos_testdouble import CitrineOSDouble
 from citrineos_testdouble.contract import AmqpRecorder, CallbackServer
+from services import RUN_ID
+from support import shared_dir
 
 # The recordings live beside the repository, like the scenarios.
 os.environ.setdefault("CITRINEOS_CONTRACT_DIR", str(shared_dir() / "citrineos-contract"))
 
-PG_ADDR = ("127.0.0.1", 5432)
-AMQP_ADDR = ("127.0.0.1", 5672)
-
-
-def _reachable(addr: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(addr, timeout=2):
-            return True
-    except OSError:
-        return False
+#: The exchange of this run's doubles (no other run's events reach its listeners).
+RUN_EXCHANGE = f"citrineos-{RUN_ID}"
 
 
 def require_services() -> None:
-    """Fail (not skip) when PostgreSQL or RabbitMQ is not reachable."""
-    missing = [name for name, addr in (("PostgreSQL", PG_ADDR), ("RabbitMQ", AMQP_ADDR)) if not _reachable(addr)]
-    if missing:
-        pytest.fail(
-            f"{' and '.join(missing)} not reachable on 127.0.0.1 "
-            f"(PostgreSQL 5432 with trust auth and database 'test'; RabbitMQ 5672 guest/guest): "
-            "the CitrineOS double tests need both services running",
-            pytrace=False,
-        )
+    """Fail unless the ``citrineos_services`` fixture is active (a direct ``CitrineOSDouble()`` needs it)."""
+    if not (os.environ.get("CITRINEOS_DOUBLE_DSN") and os.environ.get("CITRINEOS_DOUBLE_AMQP_URL")):
+        pytest.fail("this test makes its own CitrineOSDouble: ask for the citrineos_services fixture", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def citrineos_double() -> Iterator[CitrineOSDouble]:
+def citrineos_services(postgres_dsn: str, amqp_url: str) -> Iterator[tuple[str, str]]:
+    """The run's (dsn, amqp_url); while it lives, ``CitrineOSDouble()`` uses them and the run's exchange."""
+    previous = os.environ.get("CITRINEOS_DOUBLE_EXCHANGE")
+    os.environ["CITRINEOS_DOUBLE_EXCHANGE"] = RUN_EXCHANGE
+    try:
+        yield postgres_dsn, amqp_url
+    finally:
+        if previous is None:
+            os.environ.pop("CITRINEOS_DOUBLE_EXCHANGE", None)
+        else:
+            os.environ["CITRINEOS_DOUBLE_EXCHANGE"] = previous
+
+
+@pytest.fixture(scope="session")
+def citrineos_double(citrineos_services: tuple[str, str]) -> Iterator[CitrineOSDouble]:
     """A running CitrineOS double shared by the whole session (defaults of CitrineOS 1.8.3)."""
-    require_services()
-    with CitrineOSDouble() as double:
+    dsn, amqp_url = citrineos_services
+    with CitrineOSDouble(dsn=dsn, amqp_url=amqp_url, exchange=RUN_EXCHANGE) as double:
         yield double
 
 
 @pytest.fixture
 def station_id() -> str:
-    """A station id no other test uses (the double and the exchange are shared)."""
-    return f"T-{uuid.uuid4().hex[:10].upper()}"
+    """A station id no other test uses (the double and the exchange are shared within the run)."""
+    return f"T{RUN_ID[:4].upper()}-{uuid.uuid4().hex[:8].upper()}"
 
 
 @pytest.fixture(scope="session")

@@ -22,14 +22,15 @@ from typing import Any
 
 import pika
 import pytest
+from citrineos_testdouble import CitrineOSDouble, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
+from support import missing
 
 from optivgi.config import Settings
 from optivgi.models.ev import EV, ChargingRateUnit
 from optivgi_citrineos.config import CitrineOSConfig
 from optivgi_citrineos.listener import AmqpEvent
 from optivgi_citrineos.needs import ChargingNeeds, ChargingNeedsStore, parse_charging_needs
-from citrineos_testdouble import CitrineOSDouble, TestChargePoint
-from citrineos_testdouble.chargepoint import LoopThread
 from optivgi_citrineos.translation import CitrineOSTranslation, SessionRow
 
 NOW = datetime(2026, 11, 24, 0, 20, 15, tzinfo=UTC)
@@ -38,6 +39,8 @@ NOW = datetime(2026, 11, 24, 0, 20, 15, tzinfo=UTC)
 def recorded_needs() -> dict[str, Any]:
     """The NotifyEVChargingNeeds request (origin cs, state 1) recorded from CitrineOS 1.8.3."""
     path = Path(os.environ["CITRINEOS_CONTRACT_DIR"]) / "amqp-messages-2.0.1.jsonl"
+    if not path.is_file():
+        missing(f"recording {path} is missing: put the shared folder beside the clone")
     with path.open(encoding="utf-8") as fh:
         for line in fh:
             message = json.loads(line)
@@ -136,21 +139,26 @@ def test_a_bad_field_is_left_out_and_named(change: dict[str, Any], field: str, p
 
 
 @pytest.mark.parametrize(
-    "payload",
+    "make_payload",
     [
-        None,
-        [],
-        needs_payload(evseId=0),
-        needs_payload(evseId="1"),
-        needs_payload(evseId=True),
-        {"evseId": 1},
-        {"evseId": 1, "chargingNeeds": "AC"},
-        {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "AC_single_phase", "acChargingParameters": 5}},
-        needs_payload(energyAmount=-1, evMinCurrent=math.nan, evMaxCurrent=-6, departureTime="2020-01-01T00:00Z"),
+        lambda: None,
+        lambda: [],
+        lambda: needs_payload(evseId=0),
+        lambda: needs_payload(evseId="1"),
+        lambda: needs_payload(evseId=True),
+        lambda: {"evseId": 1},
+        lambda: {"evseId": 1, "chargingNeeds": "AC"},
+        lambda: {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "AC_single_phase",
+                                                "acChargingParameters": 5}},
+        lambda: needs_payload(energyAmount=-1, evMinCurrent=math.nan, evMaxCurrent=-6,
+                              departureTime="2020-01-01T00:00Z"),
+    ],
+    ids=[
+        "none", "list", "evse-0", "evse-str", "evse-bool", "no-needs", "needs-str", "ac-params-int", "all-bad"
     ],
 )
-def test_needs_without_anything_usable_are_refused(payload: Any) -> None:
-    parsed = parse_charging_needs(payload, NOW)
+def test_needs_without_anything_usable_are_refused(make_payload: Callable[[], Any]) -> None:
+    parsed = parse_charging_needs(make_payload(), NOW)
     assert parsed.needs is None
     assert parsed.problems
 
@@ -356,7 +364,7 @@ def open_translation(double: CitrineOSDouble, stations: list[str], opened: list[
     t = CitrineOSTranslation.from_settings(settings)
     opened.append(t)
     t.setup()
-    assert t.listener is not None and t.listener.wait_ready(10), "RabbitMQ on 127.0.0.1:5672 is not reachable"
+    assert t.listener is not None and t.listener.wait_ready(10), "the run's RabbitMQ is not reachable"
     return t
 
 
@@ -404,7 +412,6 @@ def the_ev(t: CitrineOSTranslation, station: str) -> EV:
     return ev
 
 
-@pytest.mark.rabbitmq
 def test_published_needs_override_departure_energy_and_max_power(
     citrineos_double: CitrineOSDouble, loop: LoopThread, opened: list[Any]
 ) -> None:
@@ -432,7 +439,6 @@ def test_published_needs_override_departure_energy_and_max_power(
     assert ev.max_power == 3.6  # never above the configured maximum
 
 
-@pytest.mark.rabbitmq
 def test_invalid_needs_are_ignored_with_a_log_line(
     citrineos_double: CitrineOSDouble, loop: LoopThread, opened: list[Any], station_id: str,
     caplog: pytest.LogCaptureFixture,
@@ -463,7 +469,6 @@ def test_invalid_needs_are_ignored_with_a_log_line(
     assert the_ev(t, station_id).min_power == pytest.approx(1.44)
 
 
-@pytest.mark.rabbitmq
 def test_needs_are_dropped_when_the_transaction_stops(
     citrineos_double: CitrineOSDouble, loop: LoopThread, opened: list[Any], station_id: str
 ) -> None:

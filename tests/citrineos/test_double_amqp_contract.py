@@ -10,10 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
-
 from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
 from citrineos_testdouble.chargepoint import LoopThread
-from citrineos_testdouble.contract import AmqpRecorder, assert_same_shape, load_jsonl, set_profile_body
+from citrineos_testdouble.contract import (
+    AmqpRecorder,
+    RecordingMissingError,
+    assert_same_shape,
+    load_jsonl,
+    set_profile_body,
+)
 
 RECORDINGS = ("amqp-messages.jsonl", "run2/amqp-messages.jsonl")
 VOLATILE_HEADERS = {"correlationId", "timestamp", "stationId"}
@@ -95,16 +100,26 @@ def session_messages(
         loop.run(cp.close())
 
 
-@pytest.mark.parametrize("combo", sorted(_recorded_examples()), ids=lambda c: "-".join(c))
+def _combos() -> list[tuple[str, str, str, str]]:
+    try:
+        return sorted(_recorded_examples())
+    except RecordingMissingError:
+        return [("recordings", "missing", "", "")]  # the test then skips with one line (fails under CI)
+
+
+@pytest.mark.parametrize("combo", _combos(), ids=lambda c: "-".join(c))
 def test_recorded_combination_is_published_alike(
-    session_messages: tuple[str, list[dict[str, Any]], TestChargePoint], combo: tuple[str, str, str, str]
+    session_messages: tuple[str, list[dict[str, Any]], TestChargePoint],
+    combo: tuple[str, str, str, str],
+    citrineos_double: CitrineOSDouble,
 ) -> None:
     station, messages, _ = session_messages
     recorded = _recorded_examples()[combo]
     ours = [m for m in messages if _combo(m) == combo]
     assert ours, f"the double published no {combo}"
     message = ours[0]
-    assert message["exchange"] == recorded["exchange"] == "citrineos"
+    assert recorded["exchange"] == "citrineos"
+    assert message["exchange"] == citrineos_double.exchange  # the run's own exchange name
     assert message["routing_key"] == recorded["routing_key"] == ""
     assert set(message["headers"]) == set(recorded["headers"])
     for key, value in recorded["headers"].items():

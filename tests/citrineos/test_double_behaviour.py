@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
+from citrineos_testdouble.contract import AmqpRecorder, CallbackServer, set_profile_body
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from optivgi_citrineos import queries
-from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
-from citrineos_testdouble.chargepoint import LoopThread
-from citrineos_testdouble.contract import AmqpRecorder, CallbackServer, set_profile_body
 
 _profile = set_profile_body
 

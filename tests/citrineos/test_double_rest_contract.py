@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
 from citrineos_testdouble._http import parse_query
 from citrineos_testdouble.chargepoint import LoopThread

@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import require_services
-
-from optivgi_citrineos.config import CitrineOSConfig
-from optivgi_citrineos.simulator import Simulator, SimulatorConfig, SimulatorSnapshot
-from optivgi_citrineos.simulator.config import default_scenario
 from citrineos_testdouble import CitrineOSDouble
 
-pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq]
+from optivgi_citrineos.simulator import Simulator, SimulatorConfig, SimulatorSnapshot
+from optivgi_citrineos.simulator.config import default_scenario
+
+pytestmark = pytest.mark.slow
 
 SPEED = 25.0
 SITE_KW = 30.0
@@ -169,9 +167,8 @@ class DemoRun:
 
 
 @pytest.fixture(scope="module")
-def e2e_double() -> Iterator[CitrineOSDouble]:
+def e2e_double(citrineos_services: tuple[str, str]) -> Iterator[CitrineOSDouble]:
     """A double of its own, publishing on its own exchange (no other test's events reach opti-vgi)."""
-    require_services()
     with CitrineOSDouble(exchange=f"citrineos-e2e-{uuid.uuid4().hex[:8]}") as double:
         yield double
 
@@ -359,11 +356,6 @@ def killed_demo(e2e_double: CitrineOSDouble, tmp_path_factory: pytest.TempPathFa
     return _run_demo(e2e_double, tmp_path_factory.mktemp("e2e-kill"), kill_when_six=True)
 
 
-@pytest.mark.xfail(
-    not hasattr(CitrineOSConfig, "fallback_share_kw"),
-    reason="needs the translation's fallback TxDefaultProfile and TxProfile validTo (fail-safe)",
-    strict=True,
-)
 def test_sigkill_leaves_the_site_within_the_limit(killed_demo: DemoRun) -> None:
     run = killed_demo
     assert run.killed_at is not None

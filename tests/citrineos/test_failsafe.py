@@ -20,17 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
+from citrineos_testdouble import CitrineOSDouble, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
 
 from optivgi.algorithms.equal_share import EqualShareAlgorithm
 from optivgi.config import Settings
 from optivgi.loop import Scheduler
 from optivgi.models.ev import ChargingRateUnit
 from optivgi.translation import SendOutcome
-from citrineos_testdouble import CitrineOSDouble, TestChargePoint
-from citrineos_testdouble.chargepoint import LoopThread
 from optivgi_citrineos.translation import CitrineOSTranslation
-
-pytestmark = pytest.mark.rabbitmq
 
 VOLTS = 240.0
 
@@ -154,7 +152,7 @@ def open_translation(settings: Settings, opened: list[Any], **kw: Any) -> Citrin
     t = CitrineOSTranslation.from_settings(settings, **kw)
     t.setup()
     opened.append(t)
-    assert t.listener is not None and t.listener.wait_ready(10), "RabbitMQ on 127.0.0.1:5672 is not reachable"
+    assert t.listener is not None and t.listener.wait_ready(10), "the run's RabbitMQ is not reachable"
     return t
 
 

@@ -31,8 +31,6 @@ from optivgi.translation import SendOutcome
 from optivgi_citrineos.config import CitrineOSConfig
 from optivgi_citrineos.translation import CitrineOSTranslation
 
-pytestmark = pytest.mark.rabbitmq
-
 AMQP_PASSWORD = "amqp-Pw-7f3c91"
 HASURA_SECRET = "hasura-Sec-52ab0e"
 API_TOKEN = "api-Tok-c0ffee42"
@@ -46,7 +44,7 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_no_secret_in_logs_or_errors_of_a_failing_cycle(caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_in_logs_or_errors_of_a_failing_cycle(caplog: pytest.LogCaptureFixture, amqp_url: str) -> None:
     caplog.set_level(logging.DEBUG)
     api, hasura = closed_port(), closed_port()
     values = {
@@ -55,7 +53,7 @@ def test_no_secret_in_logs_or_errors_of_a_failing_cycle(caplog: pytest.LogCaptur
         "HASURA_ADMIN_SECRET": HASURA_SECRET,
         "CITRINEOS_API_TOKEN": API_TOKEN,
         # The real broker refuses this password (guest's is "guest").
-        "AMQP_URL": f"amqp://guest:{AMQP_PASSWORD}@127.0.0.1:5672/%2F",
+        "AMQP_URL": amqp_url.replace("guest:guest@", f"guest:{AMQP_PASSWORD}@"),
         "STATION_IDS": "SEC-01",
         "SITE_POWER_LIMIT_KW": "10",
         "CITRINEOS_HTTP_TIMEOUT_S": "0.5",

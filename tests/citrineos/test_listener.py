@@ -1,6 +1,6 @@
-"""The RabbitMQ listener against the real broker on 127.0.0.1:5672 (guest/guest).
+"""The RabbitMQ listener against the run's real broker (``amqp_url``: a private node or a given one).
 
-Messages are published on the ``citrineos`` headers exchange in the shape CitrineOS 1.8.3 uses
+Messages are published on a headers exchange of the run in the shape CitrineOS 1.8.3 uses
 (headers origin/eventGroup/action/state/stationId/correlationId/tenantId/timestamp, body with
 ``payload`` or, for CitrineOS's own answers, ``_payload``). Each test uses its own station id,
 because other processes may publish on the same exchange. A broker that cannot be reached makes
@@ -10,7 +10,6 @@ these tests fail, never skip.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import uuid
@@ -20,6 +19,9 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
+from citrineos_testdouble.contract import set_profile_body
+from services import RUN_ID, RabbitNode, ServiceUnavailable
+from support import missing
 
 from optivgi_citrineos.listener import (
     AmqpEvent,
@@ -29,12 +31,8 @@ from optivgi_citrineos.listener import (
     profile_fingerprint,
     trigger_reason,
 )
-from citrineos_testdouble.contract import set_profile_body
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-EXCHANGE = "citrineos"
-
-pytestmark = pytest.mark.rabbitmq
+EXCHANGE = f"citrineos-listener-{RUN_ID}"
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -91,16 +89,17 @@ def citrineos_message(
 class Publisher:
     """A separate connection publishing like CitrineOS (transient, application/json, headers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.connection: pika.BlockingConnection | None = None
         self.channel: Any = None
         self.connect()
 
     def connect(self) -> None:
         try:
-            self.connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+            self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
         except pika.exceptions.AMQPError as exc:
-            pytest.fail(f"RabbitMQ at 127.0.0.1:5672 is not reachable: {exc!r}")
+            pytest.fail(f"RabbitMQ at {self.url} is not reachable: {exc!r}")
         self.channel = self.connection.channel()
         self.channel.exchange_declare(exchange=EXCHANGE, exchange_type="headers", durable=False, auto_delete=False)
 
@@ -149,22 +148,22 @@ def station() -> str:
 
 
 @pytest.fixture
-def publisher() -> Iterator[Publisher]:
-    pub = Publisher()
+def publisher(amqp_url: str) -> Iterator[Publisher]:
+    pub = Publisher(amqp_url)
     yield pub
     pub.close()
 
 
 @pytest.fixture
-def make_listener(station: str) -> Iterator[Callable[..., CitrineOSListener]]:
+def make_listener(station: str, amqp_url: str) -> Iterator[Callable[..., CitrineOSListener]]:
     started: list[CitrineOSListener] = []
 
     def make(**kw: Any) -> CitrineOSListener:
         kw.setdefault("accept", lambda e: e.station_id == station)
-        listener = CitrineOSListener(AMQP_URL, exchange=EXCHANGE, **kw)
+        listener = CitrineOSListener(amqp_url, exchange=EXCHANGE, **kw)
         listener.start()
         started.append(listener)
-        assert listener.wait_ready(10), "the listener did not start consuming: is RabbitMQ on 127.0.0.1:5672 up?"
+        assert listener.wait_ready(10), f"the listener did not start consuming: is RabbitMQ at {amqp_url} up?"
         return listener
 
     yield make
@@ -311,13 +310,13 @@ def test_profile_answers_are_correlated_and_never_trigger(
     assert tracker.waiting == 0
 
 
-def test_stop_removes_the_queue(make_listener: Callable[..., CitrineOSListener]) -> None:
+def test_stop_removes_the_queue(make_listener: Callable[..., CitrineOSListener], amqp_url: str) -> None:
     listener = make_listener()
     queue = listener.queue_name
     assert queue is not None and listener.connection_count == 1
     listener.stop()
     assert not listener.is_consuming
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
             conn.channel().queue_declare(queue=queue, passive=True)
@@ -339,23 +338,25 @@ def test_unreachable_broker_is_reported_not_raised() -> None:
 
 
 @pytest.mark.slow
-def test_reconnects_after_the_broker_drops_every_connection(
-    make_listener: Callable[..., CitrineOSListener], station: str
+def test_reconnects_after_the_broker_drops_its_connection(
+    make_listener: Callable[..., CitrineOSListener], station: str, rabbitmq_node: RabbitNode, amqp_url: str
 ) -> None:
     recorder = Recorder()
     listener = make_listener(trigger=recorder)
     first_queue = listener.queue_name
-    result = subprocess.run(
-        ["rabbitmqctl", "close_all_connections", "optivgi listener test"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    # Only the listener's own connection, by its name, on the run's broker (never the whole broker).
+    try:
+        closed = rabbitmq_node.close_connections("optivgi-citrineos-listener", "optivgi listener test")
+    except ServiceUnavailable as exc:
+        missing(str(exc))
+    assert closed == 1
 
     assert wait_until(lambda: listener.connection_count >= 2 and listener.is_consuming, 10.0), (
         f"the listener did not consume again within 10 s (connections: {listener.connection_count})"
     )
     assert listener.queue_name != first_queue
 
-    publisher = Publisher()  # the old publishing connection was closed by the broker too
+    publisher = Publisher(amqp_url)
     try:
         publisher.publish(station, "StopTransaction", {"meterStop": 1300, "transactionId": 9})
         publisher.publish(station, "StatusNotification", {"connectorId": 1, "status": "Finishing"})

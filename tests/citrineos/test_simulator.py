@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from citrineos_testdouble import CitrineOSDouble
+from citrineos_testdouble._ocpp import OutgoingCall
 
 from optivgi_citrineos.simulator import (
     EVSpec,
@@ -29,8 +31,6 @@ from optivgi_citrineos.simulator import (
     default_scenario,
     validate_frame,
 )
-from citrineos_testdouble import CitrineOSDouble
-from citrineos_testdouble._ocpp import OutgoingCall
 
 SimFactory = Callable[..., Simulator]
 
@@ -324,7 +324,7 @@ def test_reconnects_after_a_disconnect_and_keeps_the_transaction(make_sim: SimFa
     assert statuses(sim, sid, 1)[-1] == "Charging"
 
 
-def test_retries_until_the_csms_is_up() -> None:
+def test_retries_until_the_csms_is_up(citrineos_services: tuple[str, str]) -> None:
     import socket
 
     from conftest import require_services

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from citrineos_testdouble import CitrineOSDouble
 from click.testing import CliRunner
 
 from optivgi_citrineos.cli import citrineos
-from citrineos_testdouble import CitrineOSDouble
 
 _UNSET = {name: None for name in ("SCENARIO_FILE", "STATION_IDS", "CITRINEOS_WS_URL", "SIMULATOR_SPEED",
                                   "CONNECTORS_PER_STATION", "METER_VALUES_INTERVAL", "VOLTAGE", "PHASES")}

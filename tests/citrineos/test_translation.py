@@ -1,7 +1,7 @@
 """CitrineOSTranslation end to end against the CitrineOS test double.
 
 Real HTTP on 127.0.0.1 (REST and GraphQL of the double), real OCPP 1.6J websockets (the test
-charge points), real PostgreSQL behind the double and the real RabbitMQ broker on 127.0.0.1:5672.
+charge points), real PostgreSQL behind the double and the run's RabbitMQ broker.
 Every test uses its own station ids, so tests do not see each other's sessions or messages.
 """
 
@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pika
 import pytest
+from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
+from citrineos_testdouble.chargepoint import LoopThread
 
 from optivgi.algorithms.equal_share import EqualShareAlgorithm
 from optivgi.config import Settings
@@ -25,11 +27,7 @@ from optivgi.models.profile import ChargingProfile
 from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
 from optivgi.translation import SendOutcome
-from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
-from citrineos_testdouble.chargepoint import LoopThread
 from optivgi_citrineos.translation import CitrineOSTranslation
-
-pytestmark = pytest.mark.rabbitmq
 
 RESOLUTION_S = 60
 N_STEPS = 480
@@ -140,7 +138,7 @@ def open_translation(settings: Settings, made: list[CitrineOSTranslation], **kw:
     t.setup()
     made.append(t)
     if t.config.amqp_url is not None:
-        assert t.listener is not None and t.listener.wait_ready(10), "RabbitMQ on 127.0.0.1:5672 is not reachable"
+        assert t.listener is not None and t.listener.wait_ready(10), "the run's RabbitMQ is not reachable"
     return t
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pika
-import pytest
+from services import RUN_ID
 
 from optivgi.algorithms.equal_share import EqualShareAlgorithm
 from optivgi.config import Settings
@@ -24,9 +24,7 @@ from optivgi.models.ev import EV
 from optivgi.translation import Translation
 from optivgi_citrineos.listener import CitrineOSListener
 
-pytestmark = pytest.mark.rabbitmq
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+EXCHANGE = f"citrineos-burst-{RUN_ID}"
 
 
 def publish(channel: Any, station: str, action: str, payload: dict[str, Any]) -> None:
@@ -37,7 +35,7 @@ def publish(channel: Any, station: str, action: str, payload: dict[str, Any]) ->
     body = {"origin": "cs", "eventGroup": "router", "action": action, "state": 1, "protocol": "ocpp1.6",
             "context": {"stationId": station, "correlationId": cid, "tenantId": 1, "timestamp": stamp},
             "payload": payload}
-    channel.basic_publish(exchange="citrineos", routing_key="", body=json.dumps(body),
+    channel.basic_publish(exchange=EXCHANGE, routing_key="", body=json.dumps(body),
                           properties=pika.BasicProperties(content_type="application/json", headers=headers))
 
 
@@ -54,21 +52,23 @@ class _Idle(Translation):
         return None
 
 
-def test_a_status_burst_triggers_one_cycle() -> None:
+def test_a_status_burst_triggers_one_cycle(amqp_url: str) -> None:
     station = f"BURST-{uuid.uuid4().hex[:8].upper()}"
     reports: list[CycleReport] = []
     scheduler = Scheduler(_Idle(), EqualShareAlgorithm(), Settings(interval_s=3600), on_cycle=reports.append)
-    listener = CitrineOSListener(AMQP_URL, trigger=scheduler.trigger, accept=lambda e: e.station_id == station)
+    listener = CitrineOSListener(
+        amqp_url, exchange=EXCHANGE, trigger=scheduler.trigger, accept=lambda e: e.station_id == station
+    )
     listener.start()
     runner = threading.Thread(target=scheduler.run, daemon=True)
     connection = None
     try:
-        assert listener.wait_ready(10), "RabbitMQ on 127.0.0.1:5672 is not reachable"
+        assert listener.wait_ready(10), f"RabbitMQ at {amqp_url} is not reachable"
         runner.start()
         deadline = time.monotonic() + 10
         while not reports and time.monotonic() < deadline:
             time.sleep(0.02)
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         channel = connection.channel()
         burst = [
             ("BootNotification", {"chargePointVendor": "Lab", "chargePointModel": "Sim"}),

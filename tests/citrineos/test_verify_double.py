@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
-
-from optivgi_citrineos import queries
 from citrineos_testdouble import CitrineOSDouble, ProfileAnswer, TestChargePoint
 from citrineos_testdouble.chargepoint import LoopThread
 from citrineos_testdouble.contract import set_profile_body
+from click.testing import CliRunner
+
+from optivgi_citrineos import queries
 from optivgi_citrineos.verify import fetch_verify_data, run_checks, verify_command
 
 REJECTED_ID = 777

@@ -511,7 +511,7 @@ class Store:
         # connection: CitrineOS only sets it at connect time, when the row did not exist yet.
         await self._exec(
             # Column names come from the fixed list above, never from the charger.
-            f'INSERT INTO "ChargingStations" (id, {cols}, "createdAt", "updatedAt", "tenantId") '  # noqa: S608
+            f'INSERT INTO "ChargingStations" (id, {cols}, "createdAt", "updatedAt", "tenantId") '
             f"VALUES (%s, {marks}, %s, %s, %s) "
             f'ON CONFLICT (id) DO UPDATE SET {updates}, "updatedAt" = EXCLUDED."updatedAt"',
             (station_id, *fields.values(), now, now, self.tenant_id),

@@ -24,6 +24,7 @@ __all__ = [
     "VOLATILE_KEYS",
     "AmqpRecorder",
     "CallbackServer",
+    "RecordingMissingError",
     "assert_same_shape",
     "contract_dir",
     "load_jsonl",
@@ -89,10 +90,14 @@ def contract_dir() -> Path:
     return Path(os.environ.get("CITRINEOS_CONTRACT_DIR", DEFAULT_CONTRACT_DIR))
 
 
+class RecordingMissingError(FileNotFoundError):
+    """A recording is not there (the shared folder is not beside the clone)."""
+
+
 def _contract_file(name: str) -> Path:
     path = contract_dir() / name
     if not path.is_file():
-        raise FileNotFoundError(f"recording {path} not found (set CITRINEOS_CONTRACT_DIR)")
+        raise RecordingMissingError(f"recording {path} not found (set CITRINEOS_CONTRACT_DIR)")
     return path
 
 

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -518,8 +519,11 @@ class CitrineOSDouble:
     Args:
         host: interface to bind; keep the default 127.0.0.1.
         rest_port / ws_port / graphql_port: ports (0 picks a free one; read the ``*_url`` attributes).
-        dsn: libpq connection string of the PostgreSQL database that receives the private schema.
-        amqp_url: RabbitMQ URL; messages go to exchange ``exchange`` (type headers).
+        dsn: libpq connection string of the PostgreSQL database that receives the private schema
+            (default ``$CITRINEOS_DOUBLE_DSN``, else PostgreSQL on 127.0.0.1:5432, database ``test``).
+        amqp_url: RabbitMQ URL (default ``$CITRINEOS_DOUBLE_AMQP_URL``, else guest@127.0.0.1:5672);
+            messages go to exchange ``exchange`` (type headers; default ``$CITRINEOS_DOUBLE_EXCHANGE``,
+            else ``citrineos``). The test suite sets these three variables to its private services.
         tenant_id: the CitrineOS tenant of every station (1 by default, like CitrineOS).
         heartbeat_interval: interval given in the BootNotification answer.
         max_call_length_s: how long a CSMS call may wait for the charger's answer (CitrineOS: 30 s).
@@ -540,9 +544,9 @@ class CitrineOSDouble:
         rest_port: int = 0,
         ws_port: int = 0,
         graphql_port: int = 0,
-        dsn: str = DEFAULT_DSN,
-        amqp_url: str = DEFAULT_AMQP_URL,
-        exchange: str = "citrineos",
+        dsn: str | None = None,
+        amqp_url: str | None = None,
+        exchange: str | None = None,
         tenant_id: int = 1,
         heartbeat_interval: int = 60,
         max_call_length_s: float = 30.0,
@@ -557,9 +561,9 @@ class CitrineOSDouble:
             rest_port=rest_port,
             ws_port=ws_port,
             graphql_port=graphql_port,
-            dsn=dsn,
-            amqp_url=amqp_url,
-            exchange=exchange,
+            dsn=dsn or os.environ.get("CITRINEOS_DOUBLE_DSN") or DEFAULT_DSN,
+            amqp_url=amqp_url or os.environ.get("CITRINEOS_DOUBLE_AMQP_URL") or DEFAULT_AMQP_URL,
+            exchange=exchange or os.environ.get("CITRINEOS_DOUBLE_EXCHANGE") or "citrineos",
             tenant_id=tenant_id,
             heartbeat_interval=heartbeat_interval,
             max_call_length_s=max_call_length_s,
