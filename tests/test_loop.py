@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +16,6 @@ import pytest
 
 from optivgi.algorithms.base import Algorithm, FloatArray, Problem
 from optivgi.algorithms.equal_share import EqualShareAlgorithm
-from optivgi.clock import AcceleratedClock
 from optivgi.config import Settings
 from optivgi.loop import CycleReport, Scheduler
 from optivgi.models import EV, ChargingProfile, ChargingRateUnit
@@ -76,49 +74,89 @@ def test_one_cycle_sends_fair_profiles_under_the_limit() -> None:
     assert sum(_kw(p) for p in profiles.values()) <= 30.0
 
 
+class Reports:
+    """Collects cycle reports; tests wait for the n-th one instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.items: list[CycleReport] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, report: CycleReport) -> None:
+        with self._cond:
+            self.items.append(report)
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.items) >= count, timeout), (
+                f"only {len(self.items)} of {count} cycles within {timeout} s"
+            )
+
+
 def test_a_failing_cycle_is_isolated_and_the_next_trigger_recovers() -> None:
     site = FakeSite(fail_first=2)
-    reports: list[CycleReport] = []
-    sched = Scheduler(site, EqualShareAlgorithm(), _settings(interval_s=3600), on_cycle=reports.append,
+    reports = Reports()
+    sched = Scheduler(site, EqualShareAlgorithm(), _settings(interval_s=3600), on_cycle=reports,
                       coalesce_s=0.01)
     thread = threading.Thread(target=sched.run, kwargs={"max_cycles": 3})
     thread.start()
-    for _ in range(2):
-        time.sleep(0.2)
-        sched.trigger("event")
-    thread.join(timeout=10)
+    for n in (1, 2):
+        reports.wait_for(n)  # the previous cycle is over: this trigger is one cycle of its own
+        sched.trigger(f"event {n}")
+    thread.join(timeout=60)
     assert not thread.is_alive()
-    assert [r.ok for r in reports] == [False, False, True]
-    assert "ConnectionError: CSMS unreachable" in (reports[0].groups["default"].error or "")
+    assert [r.reason for r in reports.items] == ["start", "event 1", "event 2"]
+    assert [r.ok for r in reports.items] == [False, False, True]
+    assert "ConnectionError: CSMS unreachable" in (reports.items[0].groups["default"].error or "")
     assert sched.failed_cycles == 2 and len(site.sent) == 1
 
 
 def test_a_burst_of_triggers_is_one_cycle() -> None:
     site = FakeSite()
-    sched = Scheduler(site, EqualShareAlgorithm(), _settings(interval_s=3600), coalesce_s=0.5)
-    thread = threading.Thread(target=sched.run)
-    thread.start()
-    time.sleep(0.3)
-    for i in range(20):
+    reports = Reports()
+    sched = Scheduler(site, EqualShareAlgorithm(), _settings(interval_s=3600), coalesce_s=1.0, on_cycle=reports)
+    for i in range(20):  # queued before the loop reads any: one burst, whatever the machine's speed
         sched.trigger(f"event {i}")
-    time.sleep(1.5)
-    sched.stop()
-    thread.join(timeout=10)
-    assert sched.cycles == 2  # the start cycle and one for the whole burst
+    thread = threading.Thread(target=sched.run, kwargs={"max_cycles": 3})
+    thread.start()
+    reports.wait_for(2)
+    sched.trigger("after")  # a later trigger is a cycle of its own
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    # Had the burst been split, the third cycle would be one of its events, not "after".
+    assert [r.reason for r in reports.items] == ["start", "event 0 (+19 coalesced)", "after"]
+
+
+class SteppingClock:
+    """A clock that stands still while a cycle runs and jumps to the end of every wait.
+
+    The loop asks ``real_seconds`` how long to block; this clock advances by exactly that much
+    and answers 0, so the loop's timing is the same on any machine at any load.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self.t = start
+        self.waits: list[float] = []
+
+    def now(self) -> datetime:
+        return self.t
+
+    def real_seconds(self, seconds: float) -> float:
+        self.waits.append(seconds)
+        self.t += timedelta(seconds=seconds)
+        return 0.0
 
 
 def test_timer_cycles_are_aligned_to_the_interval() -> None:
-    clock = AcceleratedClock(T0 + timedelta(seconds=17), speed=600.0)
+    clock = SteppingClock(T0 + timedelta(seconds=17, milliseconds=250))
     reports: list[CycleReport] = []
     sched = Scheduler(FakeSite(), EqualShareAlgorithm(), _settings(interval_s=60), clock=clock,
-                      on_cycle=reports.append)
+                      on_cycle=reports.append, coalesce_s=0.01)
     sched.run(max_cycles=4)
-    timer = [r for r in reports if r.reason == "timer"]
-    assert len(timer) == 3
-    for r in timer:
-        # the planning start is the tick, give or take the cycle's own latency at x600
-        offset = r.now.timestamp() % 60
-        assert min(offset, 60 - offset) < 15
+    assert [r.reason for r in reports] == ["start", "timer", "timer", "timer"]
+    # The start cycle plans from its own instant (to the second), then each timer cycle from a tick.
+    assert [r.now for r in reports] == [T0 + timedelta(seconds=17)] + [T0 + timedelta(minutes=m) for m in (1, 2, 3)]
+    assert clock.waits == [42.75, 60.0, 60.0]
 
 
 class OverLimit(Algorithm):
@@ -149,9 +187,20 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: object) -> None:
     env = {**os.environ, "OPTIVGI_SPEED": "60", "INTERVAL_S": "60"}
     proc = subprocess.Popen([sys.executable, "-m", "optivgi", "--log-level", "INFO", "run", "--translation",
                              "simulated", "--algorithm", "equal-share"], env=env, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=20)
+    watchdog = threading.Timer(120, proc.kill)  # only against a hang; the test waits for the log line
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        seen: list[str] = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "cycle 1 (start) done" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+    err = "".join(seen) + rest
     assert proc.returncode == 0, err
     assert "signal SIGTERM received, stopping" in err
     assert "cycle 1 (start)" in err
