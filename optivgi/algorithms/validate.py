@@ -16,6 +16,8 @@ __all__ = ["TOLERANCE_KW", "validate_schedule"]
 
 #: Absolute tolerance [kW] for solver round-off; far below any limit a charger can resolve.
 TOLERANCE_KW = 1e-6
+#: The widest tolerance accepted: 1 W. A wider one would let real overloads through, scaled silently.
+MAX_TOLERANCE_KW = 1e-3
 
 
 def validate_schedule(problem: Problem, power_kw: FloatArray, *, tol: float = TOLERANCE_KW) -> FloatArray:
@@ -26,9 +28,15 @@ def validate_schedule(problem: Problem, power_kw: FloatArray, *, tol: float = TO
     a bound are snapped onto it (solver round-off), so the returned array satisfies the rules
     exactly.
 
+    ``tol`` is for round-off only: it must lie in ``[0, MAX_TOLERANCE_KW)``; a schedule over a
+    bound by more than ``tol`` is refused, never scaled back.
+
     Raises:
         ScheduleValidationError: naming the rule, the EV or step and the values.
+        ValueError: ``tol`` is negative, not finite, or not below :data:`MAX_TOLERANCE_KW`.
     """
+    if not 0.0 <= tol < MAX_TOLERANCE_KW:
+        raise ValueError(f"'tol' must be in [0, {MAX_TOLERANCE_KW}) kW (solver round-off only), got {tol!r}")
     power = np.asarray(power_kw, dtype=np.float64)
     expected = (problem.n_evs, problem.n_steps)
     if power.shape != expected:
