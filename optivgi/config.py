@@ -55,7 +55,7 @@ def read_dotenv(path: str | Path) -> dict[str, str]:
     return out
 
 
-_USERINFO = re.compile(r"(?<=://)([^:/@\s?#]*)(?::([^@\s]*))?@")
+_USERINFO = re.compile(r"(?<=://)([^:/@\s?#]*)(?::(\S*))?@")
 
 
 def mask_url(url: str) -> str:

@@ -50,6 +50,8 @@ __all__ = [
     "redact",
 ]
 
+logger = logging.getLogger(__name__)
+
 #: Used when neither the environment nor the site file says anything about a session.
 BUILTIN_SESSION_DEFAULTS = SessionParams(energy_needed_kwh=30.0, max_power_kw=7.2, min_power_kw=0.0)
 
@@ -464,12 +466,14 @@ class CitrineOSConfig:
         if url_auth:
             pairs = set(url_auth.values())
             named = " and ".join(url_auth)
-            if len(pairs) > 1:
-                raise ConfigurationError(f"{named} carry different credentials; one REST/Hasura login is supported")
             if api_user or api_token:
-                raise ConfigurationError(f"{named} carries credentials: set them there or in "
-                                         "CITRINEOS_API_USER/CITRINEOS_API_TOKEN, not both")
-            api_user, api_password = pairs.pop()
+                # The explicit settings win; the URL's credentials are dropped (never sent or logged).
+                logger.warning("%s carries credentials that are not used: CITRINEOS_API_%s is set",
+                               named, "TOKEN" if api_token else "USER")
+            elif len(pairs) > 1:
+                raise ConfigurationError(f"{named} carry different credentials; one REST/Hasura login is supported")
+            else:
+                api_user, api_password = pairs.pop()
         if api_token and api_user:
             raise ConfigurationError("set CITRINEOS_API_TOKEN or CITRINEOS_API_USER, not both")
         if api_password and not api_user:
