@@ -15,7 +15,6 @@ import click
 
 from optivgi.config import Settings
 from optivgi.errors import OptiVGIError
-from optivgi.redaction import Redactor, install, secrets_in_settings
 from optivgi.plugins import (
     ALGORITHMS_GROUP,
     TRANSLATIONS_GROUP,
@@ -23,6 +22,7 @@ from optivgi.plugins import (
     load_algorithm,
     load_translation_class,
 )
+from optivgi.redaction import Redactor, install, secrets_in_settings
 
 __all__ = ["main"]
 

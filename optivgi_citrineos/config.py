@@ -29,8 +29,8 @@ import attrs
 
 from optivgi.config import Settings, mask_url
 from optivgi.errors import ConfigurationError
-from optivgi.redaction import Redactor, redact_text, url_error_reason, url_secrets
 from optivgi.models.ev import ChargingRateUnit
+from optivgi.redaction import Redactor, redact_text, url_error_reason, url_secrets
 from optivgi_citrineos.sitefile import (
     OCPP16,
     OCPP201,

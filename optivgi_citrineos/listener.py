@@ -325,7 +325,9 @@ def check_amqp_url(url: str, variable: str = "AMQP_URL") -> Any:
     try:
         import pika
     except ImportError:  # pragma: no cover - pika is part of the citrineos extra
-        raise ConfigurationError(f"{variable} is set but pika is not installed (pip install 'opti-vgi[citrineos]')")
+        raise ConfigurationError(
+            f"{variable} is set but pika is not installed (pip install 'opti-vgi[citrineos]')"
+        ) from None
     try:
         return pika.URLParameters(url)
     except Exception as exc:  # pika raises ValueError, TypeError or its own errors for a bad URL
@@ -438,8 +440,8 @@ class CitrineOSListener:
                     self._restarts += 1
                     count = self._restarts
                 self._ready.clear()
-                logger.error("AMQP listener thread died (%s: %s); restarting it in %.1f s (restart %d)",
-                             type(exc).__name__, exc, delay, count, exc_info=True)
+                logger.exception("AMQP listener thread died (%s: %s); restarting it in %.1f s (restart %d)",
+                                 type(exc).__name__, exc, delay, count)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._max)
 

@@ -46,15 +46,15 @@ from optivgi.models.ev import ChargingRateUnit, to_utc
 __all__ = [
     "OCPP16",
     "OCPP201",
+    "SITE_FILE_SCHEMA",
     "LimitSchedule",
     "SessionParams",
-    "SITE_FILE_SCHEMA",
     "SiteFile",
     "StationParams",
-    "unknown_keys",
     "parse_time_of_day",
     "resolve_after",
     "resolve_before",
+    "unknown_keys",
 ]
 
 OCPP16 = "1.6"

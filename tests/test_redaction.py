@@ -84,7 +84,7 @@ def test_every_record_is_cleaned_message_args_and_traceback(
 def test_library_loggers_are_cleaned_by_the_handler_they_reach(
     captured: tuple[logging.Logger, io.StringIO, Redactor],
 ) -> None:
-    owner, stream, redactor = captured
+    _, stream, redactor = captured
     redactor.add(["pw-from-settings"])
     for name in ("httpx", "pika.connection", "psycopg"):
         child = logging.getLogger(f"test_redaction.owner.{name}")

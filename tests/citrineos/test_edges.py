@@ -36,7 +36,7 @@ def _config(**values: str) -> CitrineOSConfig:
 
 def test_every_unknown_site_file_key_is_named_with_where_it_is(tmp_path: Path) -> None:
     path = tmp_path / "site.json"
-    path.write_text(json.dumps({"limit_kW": 5, "defaults": {"max_power_kW": 3.6}, "stations": {"ST-1": {"units": "A"}}}))
+    path.write_text('{"limit_kW": 5, "defaults": {"max_power_kW": 3.6}, "stations": {"ST-1": {"units": "A"}}}')
     with pytest.raises(ConfigurationError) as info:
         SiteFile.load(path)
     assert str(info.value) == (
