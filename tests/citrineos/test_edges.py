@@ -186,3 +186,44 @@ def test_start_revives_a_thread_that_ended(monkeypatch: pytest.MonkeyPatch, capl
     assert "AMQP listener thread had died; starting it again" in [
         r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
     ]
+
+
+# --- one Error line ---------------------------------------------------------------------------------------
+
+
+def test_a_simulator_scenario_nested_100k_deep_is_one_error_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from optivgi.cli import main
+
+    path = tmp_path / "sim.json"
+    path.write_text('{"sessions": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = CliRunner().invoke(main, ["--env-file", str(tmp_path / "none.env"), "citrineos", "simulate",
+                                       "--scenario", str(path), "--duration", "0.1"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: {path}: arrays and objects are nested deeper than 32 levels"]
+
+
+def test_run_once_against_a_csms_that_is_down_ends_in_one_error_line(tmp_path: Path) -> None:
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:  # a port nobody listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CITRINEOS_", "HASURA_", "AMQP_"))}
+    env.update({"CITRINEOS_API_URL": f"http://127.0.0.1:{port}", "HASURA_URL": f"http://127.0.0.1:{port}",
+                "SITE_POWER_LIMIT_KW": "30", "STATION_IDS": "ST-1", "CITRINEOS_RETRY_BUDGET_S": "0.3",
+                "CITRINEOS_RETRY_INITIAL_S": "0.1"})
+    proc = subprocess.run([sys.executable, "-m", "optivgi", "--env-file", str(tmp_path / "none.env"), "run", "-t",
+                           "citrineos", "--once"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0] == proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"Error: the cycle failed: group default: CSMSConnectionError: Hasura at http://127\.0\.0\.1:{port}/v1/graphql "
+        r"unreachable: ConnectError( \(gave up after \d+ attempts in [\d.]+ s\))?", errors[0]), errors[0]
