@@ -70,7 +70,7 @@ def list_plugins() -> None:
 @click.option("--site-limit", "site_power_limit_kw", type=float, help="Site limit in kW (SITE_POWER_LIMIT_KW).")
 @click.option("--groups", "station_groups", help="Comma-separated station groups (STATION_GROUPS).")
 @click.option("--voltage", type=float, help="Voltage for amp conversions (VOLTAGE).")
-@click.option("--unit", "charging_rate_unit", type=click.Choice(["W", "A"], case_sensitive=False),
+@click.option("--unit", "charging_rate_unit", type=click.Choice(["W", "A"], case_sensitive=False), metavar="[W|A]",
               help="Unit of the profiles sent, W or A (CHARGING_RATE_UNIT, default W).")
 @click.pass_context
 def run(ctx: click.Context, translation: str | None, algorithm: str | None, interval: float | None, once: bool,

@@ -88,3 +88,19 @@ def test_an_unexpected_failure_while_starting_is_one_redacted_error_line(tmp_pat
     last = proc.stderr.strip().splitlines()[-1]
     assert last == "Error: RuntimeError: cannot connect to http://ops:***@127.0.0.1:9/api with ***"
     assert TOKEN not in proc.stderr and URL_PASSWORD not in proc.stderr
+
+
+def test_run_help_lists_every_setting_the_readme_names() -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from optivgi.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    sentence = readme[readme.index("Settings come from"):readme.index("plugin's own")]
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", sentence))
+    assert {"STATION_GROUPS", "SITE_POWER_LIMIT_KW", "VOLTAGE", "CHARGING_RATE_UNIT", "INTERVAL_S"} <= named
+    help_text = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
+    assert sorted(n for n in named if n not in help_text) == []
+    assert "--unit [W|A]" in help_text
