@@ -13,7 +13,7 @@ record from any library (httpx, pika, psycopg) is cleaned before it is written. 
   in a query string).
 
 :func:`secrets_in_settings` picks the secrets out of a settings mapping (variables named like
-``*PASSWORD*``, ``*SECRET*``, ``*TOKEN*`` and the passwords inside URL and DSN values).
+``*_PASSWORD``, ``*_SECRET``, ``*_TOKEN`` and the passwords inside URL and DSN values).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from optivgi.config import mask_url
 
 __all__ = ["Redactor", "install", "redact_text", "secrets_in_settings", "url_error_reason", "url_secrets"]
 
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PASSPHRASE|CREDENTIAL", re.IGNORECASE)
+# A variable holds a secret when its name ends so (CITRINEOS_API_TOKEN, HASURA_ADMIN_SECRET), not
+# when the word is only part of it (a KUBE_SECRET_NAME of "default" must not hide every "default").
+_SECRET_NAME = re.compile(r"(?:PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PASSPHRASE|CREDENTIALS?)$", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://([^:/@\s?#]*)(?::([^@\s]*))?@")
 _HEADER = re.compile(
     r"""(?P<name>\b(?:proxy-)?authorization|x-hasura-admin-secret|x-api-key|api-key|cookie|set-cookie)"""
@@ -79,7 +81,7 @@ def secrets_in_settings(values: Mapping[str, str]) -> list[str]:
     for name, value in values.items():
         if not value:
             continue
-        if _SECRET_NAME.search(name) and not name.upper().endswith(("_FILE", "_PATH")):
+        if _SECRET_NAME.search(name):
             found.append(value)
         found += url_secrets(value)
     return list(dict.fromkeys(found))
@@ -136,10 +138,9 @@ class Redactor(logging.Filter):
         except Exception:  # a broken format string: leave it to the logging module's own report
             return True
         record.msg, record.args = self.redact(message), None
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None  # formatted (and cleaned) once, here
+        if record.exc_info and not record.exc_text:
+            # Formatters use exc_text when it is set: the traceback is formatted (and cleaned) once, here.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         if record.stack_info:

@@ -58,6 +58,8 @@ def test_secrets_are_found_in_settings_by_name_and_in_urls() -> None:
         "AMQP_URL": "amqp://guest:a%2Fb@127.0.0.1/",
         "CITRINEOS_DB_DSN": "host=db user=u password=dsnpw",
         "CITRINEOS_CA_FILE": "/etc/ca.pem",
+        "CITRINEOS_CLIENT_KEY": "/etc/client.key",
+        "KUBE_SECRET_NAME": "default",
         "STATION_IDS": "ST-1",
     }
     assert set(secrets_in_settings(values)) == {"tok-1", "hs-2", "pw-3", "a%2Fb", "a/b", "dsnpw"}
