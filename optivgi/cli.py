@@ -22,6 +22,7 @@ from optivgi.plugins import (
     load_algorithm,
     load_translation_class,
 )
+from optivgi.redaction import Redactor, install, secrets_in_settings
 
 __all__ = ["main"]
 
@@ -30,8 +31,13 @@ logger = logging.getLogger(__name__)
 _LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 
 
+#: Cleans every log line and error message of the process (see :mod:`optivgi.redaction`).
+REDACTOR = Redactor()
+
+
 def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+    text = str(exc) if isinstance(exc, OptiVGIError) else f"{type(exc).__name__}: {exc}"
+    return click.ClickException(REDACTOR.redact(" ".join(text.split()) or type(exc).__name__))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,6 +49,7 @@ def _fail(exc: Exception) -> click.ClickException:
 def main(ctx: click.Context, log_level: str, env_file: Path) -> None:
     """Smart charging that keeps a site under its power limit."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install(REDACTOR)
     ctx.obj = {"env_file": env_file}
 
 
@@ -63,33 +70,54 @@ def list_plugins() -> None:
 @click.option("--site-limit", "site_power_limit_kw", type=float, help="Site limit in kW (SITE_POWER_LIMIT_KW).")
 @click.option("--groups", "station_groups", help="Comma-separated station groups (STATION_GROUPS).")
 @click.option("--voltage", type=float, help="Voltage for amp conversions (VOLTAGE).")
+@click.option("--unit", "charging_rate_unit", type=click.Choice(["W", "A"], case_sensitive=False), metavar="[W|A]",
+              help="Unit of the profiles sent, W or A (CHARGING_RATE_UNIT, default W).")
 @click.pass_context
 def run(ctx: click.Context, translation: str | None, algorithm: str | None, interval: float | None, once: bool,
-        site_power_limit_kw: float | None, station_groups: str | None, voltage: float | None) -> None:
-    """Schedule a site through a translation: on every event and every interval."""
+        site_power_limit_kw: float | None, station_groups: str | None, voltage: float | None,
+        charging_rate_unit: str | None) -> None:
+    """Schedule a site through a translation: on every event and every interval.
+
+    Settings, highest first: these options, environment variables, the .env file. Besides the
+    ones above: PHASES (1), RESOLUTION_S (60), HORIZON_S (28800) and the translation's own
+    variables (see its documentation). -t also takes package.module:Class.
+    """
     from optivgi.loop import Scheduler
 
     try:
         settings = Settings.load(
             {"translation": translation, "algorithm": algorithm, "interval_s": interval,
-             "site_power_limit_kw": site_power_limit_kw, "station_groups": station_groups, "voltage": voltage},
+             "site_power_limit_kw": site_power_limit_kw, "station_groups": station_groups, "voltage": voltage,
+             "charging_rate_unit": charging_rate_unit.upper() if charging_rate_unit else None},
             dotenv=ctx.obj["env_file"],
         )
+        REDACTOR.add(secrets_in_settings(settings.values))
         algo = load_algorithm(settings.algorithm)
         cls = load_translation_class(settings.translation)
         instance = cls.from_settings(settings)
-    except OptiVGIError as exc:
+    except Exception as exc:  # a bad setting or plugin: one line, never a traceback
+        logger.debug("start failed", exc_info=True)
         raise _fail(exc) from None
+    install(REDACTOR)  # handlers a plugin added while loading
     clock = getattr(instance, "clock", None)
     click.echo(f"optivgi run: translation {settings.translation}, algorithm {algo.name}, groups "
                f"{','.join(settings.station_groups)}, interval {settings.interval_s:g} s", err=True)
-    failed = False
+    failed: list[str] = []
+
+    def echo(line: str) -> None:
+        click.echo(REDACTOR.redact(line))
+
     try:
         with instance as t:
             from optivgi.report import CurtailmentReporter
 
-            reporter = CurtailmentReporter(click.echo, voltage=settings.voltage)
-            scheduler = Scheduler(t, algo, settings, clock=clock, on_cycle=reporter)
+            reporter = CurtailmentReporter(echo, voltage=settings.voltage)
+
+            def on_cycle(report: Any) -> None:
+                reporter(report)
+                failed[:] = [f"group {g}: {r.error}" for g, r in report.groups.items() if r.error]
+
+            scheduler = Scheduler(t, algo, settings, clock=clock, on_cycle=on_cycle)
 
             def _stop(signum: int, frame: FrameType | None) -> None:
                 logger.warning("signal %s received, stopping", signal.Signals(signum).name)
@@ -103,11 +131,12 @@ def run(ctx: click.Context, translation: str | None, algorithm: str | None, inte
             finally:
                 for s, h in previous.items():
                     signal.signal(s, h)
-            failed = once and scheduler.failed_cycles > 0
-    except OptiVGIError as exc:
+            failed_once = once and scheduler.failed_cycles > 0
+    except Exception as exc:  # setup/teardown of the translation: one line, the traceback at DEBUG
+        logger.debug("run failed", exc_info=True)
         raise _fail(exc) from None
-    if failed:
-        raise click.ClickException("the cycle failed (see the log above)")
+    if failed_once:
+        raise click.ClickException(REDACTOR.redact("the cycle failed: " + ("; ".join(failed) or "see the log above")))
 
 
 @main.command()

@@ -8,6 +8,7 @@ the same precedence.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -19,43 +20,70 @@ from typing import Any
 import attrs
 
 from optivgi.errors import ConfigurationError
+from optivgi.limits import MAX_RESOLUTION_S, MAX_STEPS
 from optivgi.models.ev import ChargingRateUnit
 
 __all__ = ["Settings", "mask_url", "read_dotenv"]
 
 logger = logging.getLogger(__name__)
 
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
 
 def read_dotenv(path: str | Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes.
+    """Parse a ``.env`` file with python-dotenv: ``KEY=value`` lines, ``#`` comments, quotes, ``export``.
 
-    A missing file gives an empty mapping; a malformed line raises ConfigurationError naming it.
+    Values are taken literally (no ``${VAR}`` expansion). A UTF-8 byte-order mark is accepted. A
+    missing file gives an empty mapping; a file that is not UTF-8 or a malformed line raises
+    ConfigurationError naming the file (and the line).
     """
+    from dotenv.parser import parse_stream
+
+    from optivgi.jsonfile import read_text_file
+
     path = Path(path)
     if not path.is_file():
         return {}
+    text = read_text_file(path, ConfigurationError)
     out: dict[str, str] = {}
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _LINE.match(line)
-        if not match:
-            raise ConfigurationError(f"{path}:{lineno}: expected KEY=value, got {raw.strip()!r}")
-        key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        else:
-            value = re.sub(r"\s+#.*$", "", value)
-        out[key] = value
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.string.strip()
+        if binding.error or (binding.key is not None and binding.value is None):
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            raise ConfigurationError(f"{path}:{binding.original.line}: expected KEY=value, got {shown!r}")
+        if binding.key is not None and binding.value is not None:
+            out[binding.key] = binding.value
     return out
 
 
+_USERINFO = re.compile(r"(?<=://)([^:/@\s?#]*)(?::(\S*))?@")
+
+
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to log)."""
-    return re.sub(r"(?<=://)([^:/@]+):([^@/]*)@", r"\1:***@", url)
+    """``url`` (or any text holding URLs) with every password replaced by ``***`` (safe to log).
+
+    A password may contain ``/`` or ``:``; a user name without a password is masked too (it is
+    often a token).
+    """
+    return _USERINFO.sub(lambda m: (m.group(1) + ":***@") if m.group(2) is not None else "***@", url)
+
+
+def _shown(raw: str) -> str:
+    """``repr(raw)`` short enough for a one-line error."""
+    return repr(raw) if len(raw) <= 40 else repr(raw[:30]) + f" ... ({len(raw)} characters)"
+
+
+def _whole(raw: str) -> int:
+    """A whole number, also written as ``1e3`` or ``3600.0``; ValueError otherwise."""
+    text = raw.strip()
+    if len(text) > 30:
+        raise ValueError(text)
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        if not math.isfinite(value) or value != int(value):
+            raise
+        return int(value)
 
 
 def _unit(value: Any) -> ChargingRateUnit:
@@ -113,11 +141,16 @@ class Settings:
             raise ConfigurationError(f"VOLTAGE must be between 0 and 2000 V, got {self.voltage!r}")
         if self.phases not in (1, 2, 3):
             raise ConfigurationError(f"PHASES must be 1, 2 or 3, got {self.phases!r}")
-        if self.resolution_s <= 0:
-            raise ConfigurationError(f"RESOLUTION_S must be > 0, got {self.resolution_s!r}")
+        if not 0 < self.resolution_s <= MAX_RESOLUTION_S:
+            raise ConfigurationError(f"RESOLUTION_S must be in 1..{MAX_RESOLUTION_S} s, got {self.resolution_s!r}")
         if self.horizon_s < self.resolution_s or self.horizon_s % self.resolution_s:
             raise ConfigurationError(
                 f"HORIZON_S must be a positive multiple of RESOLUTION_S ({self.resolution_s}), got {self.horizon_s!r}"
+            )
+        if self.horizon_s // self.resolution_s > MAX_STEPS:
+            raise ConfigurationError(
+                f"HORIZON_S / RESOLUTION_S must give at most {MAX_STEPS} steps, got "
+                f"{self.horizon_s // self.resolution_s} (HORIZON_S={self.horizon_s}, RESOLUTION_S={self.resolution_s})"
             )
         if not (0 < self.interval_s <= 86400):
             raise ConfigurationError(f"INTERVAL_S must be in (0, 86400] seconds, got {self.interval_s!r}")
@@ -140,9 +173,9 @@ class Settings:
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+            raise ConfigurationError(f"{name} must be a number, got {_shown(raw)}") from None
         if not math.isfinite(value) or (minimum is not None and value < minimum):
-            raise ConfigurationError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+            raise ConfigurationError(f"{name} must be a finite number >= {minimum}, got {_shown(raw)}")
         return value
 
     @classmethod
@@ -163,16 +196,18 @@ class Settings:
         values.update(os.environ if environ is None else environ)
         cli = {k: v for k, v in (cli or {}).items() if v is not None}
 
-        def pick(key: str, env: str, conv: type, default: Any) -> Any:
+        def pick(key: str, env: str, conv: Any, default: Any) -> Any:
             if key in cli:
                 return cli[key]
             raw = values.get(env)
             if raw is None or raw == "":
                 return default
             try:
-                return conv(raw)
+                value = conv(raw)
             except ValueError:
-                raise ConfigurationError(f"{env} must be {conv.__name__}, got {raw!r}") from None
+                kind = "a whole number" if conv is _whole else "a number" if conv is float else conv.__name__
+                raise ConfigurationError(f"{env} must be {kind}, got {_shown(raw)}") from None
+            return value
 
         try:
             return cls(
@@ -181,10 +216,10 @@ class Settings:
                 station_groups=pick("station_groups", "STATION_GROUPS", str, "default"),
                 site_power_limit_kw=pick("site_power_limit_kw", "SITE_POWER_LIMIT_KW", float, None),
                 voltage=pick("voltage", "VOLTAGE", float, 240.0),
-                phases=pick("phases", "PHASES", int, 1),
+                phases=pick("phases", "PHASES", _whole, 1),
                 charging_rate_unit=_unit(pick("charging_rate_unit", "CHARGING_RATE_UNIT", str, "W")),
-                resolution_s=pick("resolution_s", "RESOLUTION_S", int, 60),
-                horizon_s=pick("horizon_s", "HORIZON_S", int, 8 * 3600),
+                resolution_s=pick("resolution_s", "RESOLUTION_S", _whole, 60),
+                horizon_s=pick("horizon_s", "HORIZON_S", _whole, 8 * 3600),
                 interval_s=pick("interval_s", "INTERVAL_S", float, 60.0),
                 values={**values, **{k.upper(): str(v) for k, v in cli.items()}},
             )

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 import numpy as np
@@ -25,6 +25,7 @@ from optivgi.algorithms.base import Algorithm, Problem
 from optivgi.algorithms.validate import validate_schedule
 from optivgi.clock import Clock, SystemClock
 from optivgi.config import Settings
+from optivgi.errors import OptiVGIError
 from optivgi.models.ev import EV
 from optivgi.models.profile import ChargingProfile
 from optivgi.models.schedule import PowerSchedule
@@ -208,6 +209,11 @@ class Scheduler:
         problem = build_problem(result.evs, site, now, resolution_s=self.settings.resolution_s,
                                 n_steps=self.settings.n_steps)
         result.site_limit_kw = float(problem.site_limit_kw[0]) if problem.n_steps else 0.0
+        if problem.n_evs and not bool((problem.end_step > problem.first_step).any()):
+            horizon_end = now + timedelta(seconds=self.settings.horizon_s)
+            logger.warning("group %s: none of its %d sessions lies within the planning horizon %s to %s "
+                           "(their arrival and departure times are outside it); they get 0 kW",
+                           group, problem.n_evs, now.isoformat(), horizon_end.isoformat())
         schedule = self._plan(problem, result.evs)
         result.schedule = schedule
         if schedule.note:
@@ -248,7 +254,10 @@ class Scheduler:
             try:
                 report.groups[group] = self._run_group(group, now)
             except Exception as exc:  # one group's failure must not stop the others or the loop
-                logger.exception("cycle (%s) failed for group %s at %s", reason, group, now.isoformat())
+                # A failure opti-vgi names (CSMS down, bad data) is one line; anything else is a bug
+                # and keeps its traceback.
+                logger.error("cycle (%s) failed for group %s at %s: %s: %s", reason, group, now.isoformat(),
+                             type(exc).__name__, exc, exc_info=not isinstance(exc, OptiVGIError))
                 report.groups[group] = GroupResult(group, error=f"{type(exc).__name__}: {exc}")
         report.seconds = time.perf_counter() - t0
         self.cycles += 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from optivgi.algorithms.base import FloatArray
+from optivgi.arrays import FloatArray
 from optivgi.errors import OptiVGIError
 
 __all__ = ["plot_stacked_power"]

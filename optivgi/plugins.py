@@ -10,7 +10,9 @@ and a translation likewise under ``optivgi.translations``. Installing the packag
 
 from __future__ import annotations
 
+import importlib
 import logging
+import re
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -69,11 +71,28 @@ def available(group: str) -> list[PluginInfo]:
     return infos
 
 
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+def _load_object(reference: str, kind: str) -> Any:
+    """The object ``package.module:Attr`` names (an entry-point value, without an entry point)."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except Exception as exc:  # an import error, a missing attribute or a failing module body
+        raise PluginError(f"{kind} {reference!r} failed to load: {type(exc).__name__}: {exc}") from None
+    return target
+
+
 def _load(group: str, name: str, kind: str) -> Any:
     eps = _entry_points(group)
+    if name not in eps and _DOTTED.match(name):
+        return _load_object(name, kind)
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
-        raise PluginError(f"unknown {kind} {name!r} (available: {known})")
+        raise PluginError(f"unknown {kind} {name!r} (available: {known}; or give package.module:Class)")
     try:
         return eps[name].load()
     except Exception as exc:  # a broken plugin must not look like a missing one
@@ -112,7 +131,7 @@ def load_commands() -> list[Any]:
 
 
 def load_translation_class(name: str) -> type[Translation]:
-    """The translation class registered as ``name``.
+    """The translation class registered as ``name``, or named ``package.module:Class``.
 
     Raises:
         PluginError: unknown name, import failure, or not a :class:`Translation` subclass.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,17 @@ import attrs
 
 from optivgi.algorithms.base import Problem
 from optivgi.errors import ScenarioError
+from optivgi.jsonfile import read_json_file
+from optivgi.limits import (
+    MAX_CELLS,
+    MAX_EVS,
+    MAX_FILE_BYTES,
+    MAX_MAGNITUDE,
+    MAX_RESOLUTION_S,
+    MAX_STEPS,
+    MAX_YEAR,
+    MIN_YEAR,
+)
 from optivgi.models.ev import EV
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
@@ -26,7 +37,7 @@ from optivgi.planner import build_problem
 __all__ = ["Scenario", "load_scenario", "parse_scenario", "write_schedule"]
 
 #: Scenario files larger than this are refused before parsing [bytes].
-MAX_SCENARIO_BYTES = 64 * 1024 * 1024
+MAX_SCENARIO_BYTES = MAX_FILE_BYTES
 
 _EV_FIELDS = ("id", "station_id", "connector_id", "arrival", "departure", "energy_kwh", "min_power_kw",
               "max_power_kw")
@@ -65,8 +76,16 @@ class Scenario:
                              n_steps=self.n_steps)
 
 
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened to one readable line (a value may be megabytes long)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4000'} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _fail(field: str, rule: str, value: object = attrs.NOTHING) -> ScenarioError:
-    shown = "" if value is attrs.NOTHING else f", got {value!r}"
+    shown = "" if value is attrs.NOTHING else f", got {_shown(value)}"
     return ScenarioError(f"{field}: {rule}{shown}")
 
 
@@ -83,18 +102,20 @@ def _raise(exc: Exception) -> Any:
 def _number(value: Any, field: str, *, minimum: float | None = 0.0, strict: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(field, "must be a number", value)
-    if not math.isfinite(value):
-        raise _fail(field, "must be finite", value)
+    if abs(value) > MAX_MAGNITUDE or not math.isfinite(value):
+        raise _fail(field, f"must be a finite number of magnitude <= {MAX_MAGNITUDE:g}", value)
     if minimum is not None and (value <= minimum if strict else value < minimum):
         raise _fail(field, f"must be {'>' if strict else '>='} {minimum:g}", value)
     return float(value)
 
 
-def _integer(value: Any, field: str, minimum: int) -> int:
+def _integer(value: Any, field: str, minimum: int, maximum: int = 10**9) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(field, "must be an integer", value)
     if value < minimum:
         raise _fail(field, f"must be >= {minimum}", value)
+    if value > maximum:
+        raise _fail(field, f"must be <= {maximum}", value)
     return value
 
 
@@ -107,6 +128,12 @@ def _time(value: Any, field: str) -> datetime:
         raise _fail(field, "must be an ISO 8601 date-time", value) from None
     if parsed.tzinfo is None:
         raise _fail(field, "must carry a time zone (e.g. a trailing Z)", value)
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+        raise _fail(field, f"must lie in the years {MIN_YEAR} to {MAX_YEAR}", value)
     return parsed
 
 
@@ -161,11 +188,14 @@ def parse_scenario(doc: Any) -> Scenario:
     if not isinstance(description, str):
         raise _fail("description", "must be a string", description)
     now = _time(_get(doc, "now", ""), "now")
-    resolution = _integer(_get(doc, "resolution_s", ""), "resolution_s", 1)
+    resolution = _integer(_get(doc, "resolution_s", ""), "resolution_s", 1, MAX_RESOLUTION_S)
     horizon = _integer(_get(doc, "horizon_s", ""), "horizon_s", resolution)
     if horizon % resolution:
         raise _fail("horizon_s", f"must be a multiple of resolution_s ({resolution})", horizon)
     n_steps = horizon // resolution
+    if n_steps > MAX_STEPS:
+        raise _fail("horizon_s", f"must give at most {MAX_STEPS} steps of resolution_s ({resolution}), "
+                    f"got {n_steps} steps")
     limit = _series_or_number(_get(doc, "site_limit_kw", ""), "site_limit_kw", n_steps, minimum=0.0)
     raw_price = doc.get("price_per_kwh")
     price: list[float] | None = None
@@ -178,6 +208,10 @@ def parse_scenario(doc: Any) -> Scenario:
     raw_evs = _get(doc, "evs", "")
     if not isinstance(raw_evs, list):
         raise _fail("evs", "must be a list", type(raw_evs).__name__)
+    if len(raw_evs) > MAX_EVS:
+        raise _fail("evs", f"must hold at most {MAX_EVS} sessions, got {len(raw_evs)}")
+    if len(raw_evs) * n_steps > MAX_CELLS:
+        raise _fail("evs", f"sessions x steps must be at most {MAX_CELLS}, got {len(raw_evs)} x {n_steps}")
     ids: set[str] = set()
     evs = tuple(_parse_ev(raw, i, ids, now) for i, raw in enumerate(raw_evs))
     return Scenario(name=name, description=description, now=now, resolution_s=resolution,
@@ -192,19 +226,7 @@ def load_scenario(path: str | Path) -> Scenario:
             starts with the file name.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_SCENARIO_BYTES:
-            raise _fail(str(path), f"file is larger than {MAX_SCENARIO_BYTES // 2**20} MiB ({size} bytes)")
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{path}: file is not UTF-8 text") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    doc = read_json_file(path, ScenarioError, max_bytes=MAX_SCENARIO_BYTES)
     try:
         return parse_scenario(doc)
     except ScenarioError as exc:

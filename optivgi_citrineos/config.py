@@ -30,6 +30,7 @@ import attrs
 from optivgi.config import Settings, mask_url
 from optivgi.errors import ConfigurationError
 from optivgi.models.ev import ChargingRateUnit
+from optivgi.redaction import Redactor, redact_text, url_error_reason, url_secrets
 from optivgi_citrineos.sitefile import (
     OCPP16,
     OCPP201,
@@ -48,6 +49,8 @@ __all__ = [
     "group_variable",
     "redact",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Used when neither the environment nor the site file says anything about a session.
 BUILTIN_SESSION_DEFAULTS = SessionParams(energy_needed_kwh=30.0, max_power_kw=7.2, min_power_kw=0.0)
@@ -109,55 +112,22 @@ def _file(settings: Settings, name: str) -> str | None:
 
 def _url_secrets(url: str | None) -> list[str]:
     """The password (and a token-like user name) embedded in a URL or libpq DSN."""
-    if not url:
-        return []
-    found: list[str] = []
-    if "://" in url:
-        try:
-            split = urllib.parse.urlsplit(url)
-        except ValueError:
-            split = None
-        if split is not None and split.password:
-            found += [split.password, urllib.parse.unquote(split.password)]
-    found += re.findall(r"password\s*=\s*'?([^'\s]+)", url)
-    return found
+    return url_secrets(url)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``***`` and URL passwords masked."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return mask_url(text)
+    """``text`` with every secret (as a whole value, never inside a longer word), URL passwords,
+    credential headers and secret ``key=value`` pairs replaced by ``***``."""
+    return redact_text(text, secrets)
 
 
-class SecretRedactor(logging.Filter):
+class SecretRedactor(Redactor):
     """A logging filter that removes known secrets from a record's message and traceback.
 
     Attached to the plugin's module loggers, so whatever ends up in a log line (a URL, an error
-    text echoed by a server, an exception from a library) never carries a password or token.
+    text echoed by a server, an exception from a library) never carries a password or token; the
+    command line puts the same kind of filter on every log handler.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: set[str] = set()
-
-    def add(self, secrets: Iterable[str]) -> None:
-        """Redact these strings too (secrets shorter than 3 characters are ignored: they would
-        garble every log line and are not worth protecting this way)."""
-        self._secrets.update(s for s in secrets if s and len(s) >= 3)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string is the logging module's problem, not ours
-            return True
-        record.msg, record.args = redact(message, self._secrets), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self._secrets)
-        return True
 
 
 @attrs.frozen
@@ -192,7 +162,28 @@ def _url(settings: Settings, name: str) -> str | None:
         return None
     if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]+", raw):
         raise ConfigurationError(f"{name} must be an absolute URL, got {mask_url(raw)!r}")
+    try:
+        split = urllib.parse.urlsplit(raw)
+        split.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{name} is not a valid URL ({url_error_reason(str(exc), raw)}): {mask_url(raw)!r}"
+        ) from None
+    if not split.hostname:
+        raise ConfigurationError(f"{name} must name a host, got {mask_url(raw)!r}")
     return raw.rstrip("/")
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its ``user:password@`` part, and the user and password (percent-decoded)."""
+    split = urllib.parse.urlsplit(url)
+    if split.username is None and split.password is None:
+        return url, None, None
+    host = split.netloc.rsplit("@", 1)[1]
+    bare = urllib.parse.urlunsplit((split.scheme, host, split.path, split.query, split.fragment))
+    user = urllib.parse.unquote(split.username) if split.username is not None else None
+    password = urllib.parse.unquote(split.password) if split.password is not None else None
+    return bare, user, password
 
 
 @attrs.frozen(kw_only=True)
@@ -387,10 +378,23 @@ class CitrineOSConfig:
         if api_url is None:
             raise ConfigurationError("CITRINEOS_API_URL must be set (e.g. http://citrineos:8080)")
         hasura_url = _url(settings, "HASURA_URL")
+        # Credentials in a URL become the client's basic auth: the URLs kept (and logged) carry none.
+        url_auth: dict[str, tuple[str | None, str | None]] = {}
+        api_url, *creds = split_credentials(api_url)
+        if creds[0] is not None:
+            url_auth["CITRINEOS_API_URL"] = (creds[0], creds[1])
+        if hasura_url is not None:
+            hasura_url, *creds = split_credentials(hasura_url)
+            if creds[0] is not None:
+                url_auth["HASURA_URL"] = (creds[0], creds[1])
         db_dsn = settings.get("CITRINEOS_DB_DSN")
         if hasura_url is None and db_dsn is None:
             raise ConfigurationError("HASURA_URL (or CITRINEOS_DB_DSN for plain SQL) must be set to read sessions")
         amqp_url = _url(settings, "AMQP_URL")
+        if amqp_url is not None:
+            from optivgi_citrineos.listener import check_amqp_url
+
+            check_amqp_url(amqp_url, "AMQP_URL")
         site_path = settings.get("CITRINEOS_SITE_FILE")
         site = SiteFile.load(site_path) if site_path else None
 
@@ -459,6 +463,17 @@ class CitrineOSConfig:
             )
         api_user, api_password = settings.get("CITRINEOS_API_USER"), settings.get("CITRINEOS_API_PASSWORD")
         api_token = settings.get("CITRINEOS_API_TOKEN")
+        if url_auth:
+            pairs = set(url_auth.values())
+            named = " and ".join(url_auth)
+            if api_user or api_token:
+                # The explicit settings win; the URL's credentials are dropped (never sent or logged).
+                logger.warning("%s carries credentials that are not used: CITRINEOS_API_%s is set",
+                               named, "TOKEN" if api_token else "USER")
+            elif len(pairs) > 1:
+                raise ConfigurationError(f"{named} carry different credentials; one REST/Hasura login is supported")
+            else:
+                api_user, api_password = pairs.pop()
         if api_token and api_user:
             raise ConfigurationError("set CITRINEOS_API_TOKEN or CITRINEOS_API_USER, not both")
         if api_password and not api_user:

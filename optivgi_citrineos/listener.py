@@ -46,6 +46,7 @@ __all__ = [
     "CitrineOSListener",
     "PendingAnswer",
     "ProfileAnswerTracker",
+    "check_amqp_url",
     "parse_message",
     "profile_fingerprint",
     "trigger_reason",
@@ -312,6 +313,28 @@ class ProfileAnswerTracker:
 Handler = Callable[[AmqpEvent], None]
 
 
+def check_amqp_url(url: str, variable: str = "AMQP_URL") -> Any:
+    """The pika connection parameters of ``url``; ConfigurationError naming ``variable`` (and
+    showing the URL with its password masked) when pika cannot use it."""
+    from optivgi.config import mask_url
+    from optivgi.errors import ConfigurationError
+    from optivgi.redaction import url_error_reason
+
+    if not url.lower().startswith(("amqp://", "amqps://")):
+        raise ConfigurationError(f"{variable} must be an amqp:// or amqps:// URL, got {mask_url(url)!r}")
+    try:
+        import pika
+    except ImportError:  # pragma: no cover - pika is part of the citrineos extra
+        raise ConfigurationError(
+            f"{variable} is set but pika is not installed (pip install 'opti-vgi[citrineos]')"
+        ) from None
+    try:
+        return pika.URLParameters(url)
+    except Exception as exc:  # pika raises ValueError, TypeError or its own errors for a bad URL
+        reason = url_error_reason(f"{type(exc).__name__}: {exc}", url)
+        raise ConfigurationError(f"{variable} cannot be used ({reason}): {mask_url(url)!r}") from None
+
+
 class CitrineOSListener:
     """Consumes CitrineOS's exchange in a daemon thread; see the module documentation.
 
@@ -327,6 +350,11 @@ class CitrineOSListener:
         heartbeat_s: AMQP heartbeat, so a dead broker is noticed.
         ssl_context: TLS context for an ``amqps://`` URL (CA bundle, client certificate); None
             uses the system's trust store for ``amqps://``.
+        variable: the setting the URL came from, named when it cannot be used.
+
+    The URL is checked by :meth:`start` (ConfigurationError naming ``variable``). Should the
+    consumer thread's loop ever fail outside its reconnect handling, the failure is logged at
+    ERROR and the loop starts again after the reconnect delay (:attr:`restarts` counts it).
     """
 
     def __init__(
@@ -341,8 +369,11 @@ class CitrineOSListener:
         reconnect_max_s: float = 30.0,
         heartbeat_s: int = 30,
         ssl_context: ssl.SSLContext | None = None,
+        variable: str = "AMQP_URL",
     ) -> None:
         self._url = amqp_url
+        self._variable = variable
+        self._restarts = 0
         self._ssl_context = ssl_context
         # Last status per (tenant, station, connector), to skip StatusNotifications that change nothing.
         self._last_status: dict[tuple[str, str, str], str] = {}
@@ -373,12 +404,46 @@ class CitrineOSListener:
         self._handlers.append(handler)
 
     def start(self) -> None:
-        """Start the consumer thread (idempotent)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
+        """Check the URL and start the consumer thread (idempotent); a thread that died is
+        started again (logged at ERROR).
+
+        Raises:
+            ConfigurationError: the URL cannot be used (naming the variable, password masked).
+        """
+        check_amqp_url(self._url, self._variable)
+        if self._thread is not None:
+            if self._thread.is_alive():
+                return
+            if not self._stop.is_set():
+                with self._lock:
+                    self._restarts += 1
+                logger.error("AMQP listener thread had died; starting it again")
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="optivgi-citrineos-amqp", daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name="optivgi-citrineos-amqp", daemon=True)
         self._thread.start()
+
+    @property
+    def restarts(self) -> int:
+        """How many times the consumer loop was started again after dying."""
+        with self._lock:
+            return self._restarts
+
+    def _supervise(self) -> None:
+        """Run :meth:`_run`; if it ever fails, log at ERROR and run it again until stopped."""
+        delay = self._initial
+        while not self._stop.is_set():
+            try:
+                self._run()
+                return
+            except Exception as exc:  # the listener must outlive any bug in its loop
+                with self._lock:
+                    self._restarts += 1
+                    count = self._restarts
+                self._ready.clear()
+                logger.exception("AMQP listener thread died (%s: %s); restarting it in %.1f s (restart %d)",
+                                 type(exc).__name__, exc, delay, count)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._max)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop consuming, close the connection and join the thread."""
@@ -441,7 +506,7 @@ class CitrineOSListener:
         import pika
         import pika.exceptions
 
-        params = pika.URLParameters(self._url)
+        params = self._parameters()
         if self._url.lower().startswith("amqps://"):
             context = self._ssl_context or ssl.create_default_context()
             params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
@@ -489,6 +554,10 @@ class CitrineOSListener:
                 self._ready.clear()
                 self._close(connection)
         logger.info("AMQP listener stopped")
+
+    def _parameters(self) -> Any:
+        """pika's connection parameters for the URL (checked by :meth:`start`)."""
+        return check_amqp_url(self._url, self._variable)
 
     def _declare(self, connection: Any) -> Any:
         """Make sure the exchange exists without disturbing a running CitrineOS.

@@ -26,7 +26,7 @@ or ``"2.0.1"``), ``unit`` (``"W"`` or ``"A"``: the unit this charger is sent), `
 
 from __future__ import annotations
 
-import json
+import difflib
 import math
 import re
 import tomllib
@@ -39,11 +39,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from optivgi.errors import ConfigurationError
+from optivgi.jsonfile import nesting_depth, parse_json_text, read_text_file
+from optivgi.limits import MAX_NESTING
 from optivgi.models.ev import ChargingRateUnit, to_utc
 
 __all__ = [
     "OCPP16",
     "OCPP201",
+    "SITE_FILE_SCHEMA",
     "LimitSchedule",
     "SessionParams",
     "SiteFile",
@@ -51,12 +54,50 @@ __all__ = [
     "parse_time_of_day",
     "resolve_after",
     "resolve_before",
+    "unknown_keys",
 ]
 
 OCPP16 = "1.6"
 OCPP201 = "2.0.1"
 
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+_SESSION_KEYS: dict[str, Any] = dict.fromkeys(
+    ("energy_needed_kwh", "max_power_kw", "min_power_kw", "arrival", "departure", "voltage", "phases")
+)
+
+#: The keys a site file may hold. A dict maps each allowed key to the schema of its value
+#: (None: any value, checked by the parser); ``{"*": ...}`` is a table of user-chosen names.
+SITE_FILE_SCHEMA: dict[str, Any] = {
+    "timezone": None,
+    "limit_kw": None,
+    "defaults": _SESSION_KEYS,
+    "groups": {"*": {"stations": None, "limit_kw": None}},
+    "stations": {"*": {**_SESSION_KEYS, "ocpp": None, "unit": None, "max_periods": None,
+                       "connectors": {"*": _SESSION_KEYS}}},
+    "id_tags": {"*": _SESSION_KEYS},
+}
+
+
+def unknown_keys(raw: Any, schema: Mapping[str, Any] = SITE_FILE_SCHEMA, path: str = "") -> list[str]:
+    """Every key of ``raw`` the schema does not allow, as dotted paths (``stations.ST-1.units``),
+    with the closest allowed key suggested (``limit_kW (did you mean limit_kw?)``)."""
+    if not isinstance(raw, Mapping):
+        return []
+    found: list[str] = []
+    for key, value in raw.items():
+        where = f"{path}{key}"
+        if "*" in schema:
+            sub = schema["*"]
+        elif key in schema:
+            sub = schema[key]
+        else:
+            close = difflib.get_close_matches(str(key).lower(), list(schema), n=1, cutoff=0.6)
+            found.append(where + (f" (did you mean {close[0]}?)" if close else ""))
+            continue
+        if isinstance(sub, Mapping):
+            found += unknown_keys(value, sub, where + ".")
+    return found
 
 
 def parse_time_of_day(value: str) -> time | None:
@@ -269,9 +310,9 @@ class SiteFile:
         """Read and check the file; every problem raises ConfigurationError naming it."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(f"{variable}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+            text = read_text_file(path, ConfigurationError)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{variable}: {exc}") from None
         suffix = path.suffix.lower()
         try:
             if suffix == ".toml":
@@ -285,16 +326,25 @@ class SiteFile:
                     ) from None
                 raw = yaml.safe_load(text)
             else:
-                raw = json.loads(text)
+                raw = parse_json_text(text, str(path), ConfigurationError)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{variable}: {exc}") from None
+        except RecursionError:
+            raise ConfigurationError(f"{variable}: {str(path)!r} is nested deeper than {MAX_NESTING} levels") from None
         except (ValueError, tomllib.TOMLDecodeError) as exc:
             raise ConfigurationError(f"{variable}: {str(path)!r} is not valid: {exc}") from None
         except Exception as exc:  # PyYAML's own error types, without importing them at module level
             raise ConfigurationError(f"{variable}: {str(path)!r} is not valid: {exc}") from None
+        if nesting_depth(raw) > MAX_NESTING:
+            raise ConfigurationError(f"{variable}: {str(path)!r} is nested deeper than {MAX_NESTING} levels")
         return cls.parse(_mapping(raw, str(path)), str(path))
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], where: str = "site file") -> SiteFile:
-        """Build from an already decoded document."""
+        """Build from an already decoded document; an unknown key anywhere is an error naming it."""
+        unknown = unknown_keys(raw)
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
         tz: tzinfo = UTC
         if raw.get("timezone") is not None:
             try:

@@ -29,7 +29,7 @@ def test_precedence_cli_over_env_over_dotenv(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("env", "message"), [
-    ({"SITE_POWER_LIMIT_KW": "lots"}, "SITE_POWER_LIMIT_KW must be float, got 'lots'"),
+    ({"SITE_POWER_LIMIT_KW": "lots"}, "SITE_POWER_LIMIT_KW must be a number, got 'lots'"),
     ({"SITE_POWER_LIMIT_KW": "-5"}, "SITE_POWER_LIMIT_KW must be a number >= 0, got -5.0"),
     ({"SITE_POWER_LIMIT_KW": "nan"}, "SITE_POWER_LIMIT_KW must be a number >= 0"),
     ({"VOLTAGE": "0"}, "VOLTAGE must be between 0 and 2000 V"),
@@ -57,7 +57,7 @@ def test_run_reports_bad_configuration_in_one_line(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("VOLTAGE", "abc")
     result = CliRunner().invoke(main, ["--env-file", str(tmp_path / "none.env"), "run", "--once"])
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: VOLTAGE must be float, got 'abc'"
+    assert result.output.strip() == "Error: VOLTAGE must be a number, got 'abc'"
 
 
 def test_mask_url_hides_passwords() -> None:

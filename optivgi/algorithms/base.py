@@ -8,7 +8,6 @@ runs on a scenario file, on the built-in simulator and on a live site.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
 from datetime import datetime
 from typing import ClassVar
 
@@ -16,23 +15,12 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from optivgi.arrays import FloatArray, IntArray
+from optivgi.arrays import as_float as _as_float
+from optivgi.arrays import as_ids as _as_ids
+from optivgi.arrays import as_int as _as_int
+
 __all__ = ["Algorithm", "FloatArray", "IntArray", "Problem"]
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-
-
-def _as_ids(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(str(v) for v in value)
-
-
-def _as_float(value: object) -> FloatArray:
-    return np.ascontiguousarray(np.asarray(value, dtype=np.float64))
-
-
-def _as_int(value: object) -> IntArray:
-    return np.ascontiguousarray(np.asarray(value, dtype=np.int64))
-
 
 @attrs.frozen(eq=False)
 class Problem:

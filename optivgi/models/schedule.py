@@ -9,7 +9,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from optivgi.algorithms.base import FloatArray, _as_ids
+from optivgi.arrays import FloatArray
+from optivgi.arrays import as_ids as _as_ids
 from optivgi.models.ev import to_utc
 
 __all__ = ["PowerSchedule"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from optivgi.algorithms.base import FloatArray
+from optivgi.arrays import FloatArray
 
 __all__ = ["SiteConstraints"]
 

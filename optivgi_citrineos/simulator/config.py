@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from optivgi.errors import ConfigurationError, ScenarioError
+from optivgi.limits import MAX_EVS
 
 __all__ = [
     "DEFAULT_SCENARIO_RESOURCE",
@@ -167,7 +168,7 @@ class Scenario:
                         auto_start=auto_start,
                     )
                 )
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise ScenarioError(f"{where}: {exc}") from None
         scenario = cls(tuple(sessions), str(data.get("description", "")))
         scenario.check_overlaps(source)
@@ -180,14 +181,12 @@ class Scenario:
         Raises:
             ScenarioError: the file cannot be read, is not JSON, or is not a valid scenario.
         """
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ScenarioError(f"cannot read scenario {path}: {exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScenarioError(f"{path}: not valid JSON ({exc})") from None
+        from optivgi.jsonfile import read_json_file
+
+        # Size, encoding, nesting and digit caps as for every scenario file (optivgi.limits).
+        data = read_json_file(path, ScenarioError)
+        if isinstance(data, Mapping) and isinstance(data.get("sessions"), list) and len(data["sessions"]) > MAX_EVS:
+            raise ScenarioError(f"{path}: sessions: at most {MAX_EVS} sessions, got {len(data['sessions'])}")
         return cls.from_dict(data, str(path))
 
     def check_overlaps(self, source: str = "scenario") -> None:
