@@ -83,7 +83,7 @@ def plot_stacked_power(
     if many:
         import matplotlib.dates as mdates
 
-        t = mdates.date2num(x) if x else np.zeros(1)
+        t = mdates.date2num(x) if x else np.zeros(1)  # type: ignore[no-untyped-call]
         dt = float(t[1] - t[0]) if len(t) > 1 else 1.0 / 1440
         image = heat.imshow(stack, aspect="auto", interpolation="nearest", cmap="viridis", origin="upper",
                             extent=(float(t[0]), float(t[-1]) + dt, len(ids), 0))
