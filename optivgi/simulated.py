@@ -56,6 +56,8 @@ class SimEvent:
     time: datetime
     kind: str  # "arrival" or "departure"
     ev: EV
+    #: Energy [kWh] delivered to the EV when the event fired (its total, for a departure).
+    delivered_kwh: float = 0.0
 
 
 #: Taper of the optional battery model: constant power until this share of the battery is
@@ -277,8 +279,9 @@ class SimulatedTranslation(Translation):
                 event = self._events[self._next_event]
                 self._next_event += 1
                 if self.on_event is not None:
+                    got = self._states[str(event.ev.ev_id)].delivered_kwh
                     try:
-                        self.on_event(event)
+                        self.on_event(attrs.evolve(event, delivered_kwh=got))
                     except Exception:  # a display callback must not stop the simulated site
                         logger.exception("on_event callback failed for %s %s", event.kind, event.ev.ev_id)
 
