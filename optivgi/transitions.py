@@ -68,18 +68,45 @@ def _points(ledger: Ledger, circuits: Sequence[Circuit], now: datetime, until: d
     return sorted(points)
 
 
-def raises(ledger: Ledger, request: Request, points: Sequence[datetime]) -> bool:
-    """Whether sending ``request`` could raise any connector's worst case at any of ``points``.
+def _rising(ledger: Ledger, request: Request, now: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """The intervals ``[a, b)`` in ``[now, until]`` in which sending ``request`` raises the
+    worst case of a connector it addresses, or of its station's total (the last one ends at
+    ``until``, inclusive)."""
+    station = request.station_id
+    points = ledger.boundaries(now, until, (request,), stations=[station])
+    keys = affected(ledger, request)
+    out: list[tuple[datetime, datetime]] = []
+    for i, t in enumerate(points):
+        before = ledger.station_worst_case_at(station, t)
+        up = ledger.station_worst_case_at(station, t, extra=(request,)) > before + _EPS
+        up = up or any(ledger.worst_case_at(k, t, (request,)) > ledger.worst_case_at(k, t) + _EPS for k in keys)
+        if up:
+            out.append((t, points[i + 1] if i + 1 < len(points) else until))
+    return out
 
-    A request that does not is a reduction (or a no-op): whatever its outcome, no connector
-    may draw more than before.
+
+def raises(ledger: Ledger, request: Request, *, now: datetime, until: datetime) -> bool:
+    """Whether sending ``request`` could raise any connector's worst case (or its station's
+    total) at any instant of ``[now, until]``.
+
+    A request that does not is a reduction (or a no-op): whatever its outcome, nothing may draw
+    more than before.
     """
-    return any(ledger.worst_case_at(k, t, (request,)) > ledger.worst_case_at(k, t) + _EPS
-               for k in affected(ledger, request) for t in points)
+    return bool(_rising(ledger, request, to_utc(now), to_utc(until)))
+
+
+def _inside(points: Sequence[datetime], spans: Sequence[tuple[datetime, datetime]]) -> list[datetime]:
+    out = {a for a, _ in spans}
+    for t in points:
+        if any(a <= t < b or (t == b == spans[-1][1]) for a, b in spans):
+            out.add(t)
+    return sorted(out)
 
 
 def _fits(ledger: Ledger, circuits: Sequence[Circuit], granted: list[Request], request: Request,
           points: Sequence[datetime]) -> bool:
+    """Whether every circuit ``request`` touches stays within its limit (or no higher than
+    before) at each of ``points``, counting ``granted`` and ``request`` as sent."""
     keys = affected(ledger, request)
     for c in circuits:
         if not any(c.covers(k) for k in keys):
@@ -134,9 +161,11 @@ def next_wave(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Cir
     2. first every request that cannot raise any connector's worst case (a reduction), in
        order;
     3. then each increase, in order, that keeps every circuit it touches within its limit at
-       every boundary, counting what was granted before it in this wave; one that does not fit
-       is lowered period by period to what is free (:class:`Grant` ``clipped``) and sent if that
-       fits, else it waits.
+       every boundary where it raises something, counting what was granted before it in this
+       wave (the reductions at their old limits: their room is not confirmed yet);
+    4. an increase that does not fit waits while room may still come (a reduction granted in
+       this wave, or any request in flight); once nothing is pending it is lowered period by
+       period to what is actually free (:class:`Grant` ``clipped``) and sent if that fits.
 
     Record each grant with :meth:`Ledger.sent` before sending it, its fate with
     :meth:`Ledger.record`, then call again with the requests not yet sent (:func:`run_waves`).
@@ -153,10 +182,12 @@ def next_wave(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Cir
     enumeration, so ``W_k`` can only grow by it, and only for the connectors it addresses
     (:func:`affected`). A request granted in step 2 leaves every ``W_k`` equal (it cannot raise
     any, by :func:`raises` over all boundaries), so it leaves every ``S`` unchanged. A request
-    granted in step 3 passed ``_fits``: with every grant before it counted (``extra``), ``S'(t) <=
-    limit_C(t)`` or ``S'(t) <= S(t)`` for every circuit it touches at every boundary. Circuits it
-    does not touch are unchanged. Grants go to distinct stations, so their enumerations are
-    independent and the sum over a circuit of per-station maxima bounds every joint outcome.
+    granted in step 3 or 4 passed ``_fits``: with every grant before it counted (``extra``),
+    ``S'(t) <= limit_C(t)`` or ``S'(t) <= S(t)`` for every circuit it touches, at every boundary
+    inside the intervals where it raises some ``W_k`` or its station's total (outside them ``S``
+    is unchanged by it). Circuits it does not touch are unchanged. Grants go to distinct
+    stations, so their enumerations are independent and the sum over a circuit of per-station
+    maxima bounds every joint outcome.
     (c) Limits and bounds are piecewise constant and change only at the instants checked
     (:meth:`Ledger.boundaries`, circuit schedule changes), so the inequality holds at every
     ``t`` in ``[now, until]``. (d) Outcomes only remove combinations (accepted: the old ones;
@@ -169,27 +200,33 @@ def next_wave(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Cir
     now, until = to_utc(now), to_utc(until)
     points = _points(ledger, circuits, now, until, targets)
     used = {t.station_id for t in targets if ledger.busy(t.station_id)}
+    in_flight = any(ledger.busy(s) for s in ledger.stations())
     send: list[Grant] = []
     waiting: list[Request] = []
-    increases: list[Request] = []
+    increases: list[tuple[Request, list[tuple[datetime, datetime]]]] = []
     for target in targets:
         if target.station_id in used:
             waiting.append(target)
-        elif raises(ledger, target, points):
-            increases.append(target)
+        elif spans := _rising(ledger, target, now, until):
+            increases.append((target, spans))
         else:
             send.append(Grant(target, target))
             used.add(target.station_id)
     granted = [g.request for g in send]
-    for target in increases:
+    room_may_come = in_flight or bool(send)
+    for target, spans in increases:
         if target.station_id in used:
             waiting.append(target)
             continue
-        if _fits(ledger, circuits, granted, target, points):
+        if _fits(ledger, circuits, granted, target, _inside(points, spans)):
             grant = Grant(target, target)
         else:
-            lowered = _clip(ledger, circuits, granted, target, points, now)
-            if lowered is None or not _fits(ledger, circuits, granted, lowered, points):
+            lowered = None if room_may_come else _clip(ledger, circuits, granted, target, points, now)
+            if lowered is None:
+                waiting.append(target)
+                continue
+            lowered_spans = _rising(ledger, lowered, now, until)
+            if lowered_spans and not _fits(ledger, circuits, granted, lowered, _inside(points, lowered_spans)):
                 waiting.append(target)
                 continue
             grant = Grant(target, lowered, clipped=True)
