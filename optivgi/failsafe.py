@@ -24,6 +24,7 @@ __all__ = [
     "ConnectorCount",
     "FallbackShare",
     "HoldRelease",
+    "capped_valid_to",
     "count_connectors",
     "fallback_share",
     "round_down_to_step",
@@ -51,6 +52,17 @@ def round_down_to_step(value: float, step: float) -> float:
     while (k + 1) * step <= value:
         k += 1
     return k * step
+
+
+def capped_valid_to(now: datetime, validity_s: float, hold_until: datetime | None) -> datetime:
+    """The ``validTo`` of a TxProfile sent at ``now``: one validity period, but never after the
+    station's hold (``hold_until``), so that if sending stops every connector of the station
+    drops to its fallback share at the same moment and none keeps more while new sessions start
+    at their share."""
+    if not math.isfinite(validity_s) or validity_s <= 0:
+        raise ValueError(f"validity_s must be a finite number > 0, got {validity_s!r}")
+    lapse = to_utc(now) + timedelta(seconds=validity_s)
+    return lapse if hold_until is None else min(lapse, to_utc(hold_until))
 
 
 @attrs.frozen

@@ -55,10 +55,13 @@ __all__ = [
     "ClearFilter",
     "ConnectorKey",
     "Ledger",
+    "LimitExceeded",
     "Outcome",
     "ProfileRecord",
     "Request",
     "Unknown",
+    "check_within",
+    "ledger_total",
     "totals_over",
 ]
 
@@ -271,7 +274,10 @@ class Ledger:
                                  if not (r.purpose is _TX and r.key == key and gone(r.transaction_id))]
 
     # -- queries ---------------------------------------------------------------------------
-    def _stack(self, key: ConnectorKey, records: Sequence[ProfileRecord], t: datetime) -> float:
+    def _stack(self, key: ConnectorKey, records: Sequence[ProfileRecord], t: datetime,
+               none_kw: float | None = None) -> float:
+        """The limit the stacking rules give ``key`` at ``t`` from ``records``; ``none_kw``
+        (default: the maximum) when neither a TxProfile nor a TxDefaultProfile is in force."""
         state = self._connectors[key]
         tx: tuple[int, float] | None = None
         default: tuple[int, int, float] | None = None
@@ -290,7 +296,8 @@ class Ledger:
                     default = (*rank, kw)
             elif r.purpose is _CP_MAX and r.key[1] == 0 and (cap is None or r.stack_level > cap[0]):
                 cap = (r.stack_level, kw)
-        value = tx[1] if tx is not None else default[2] if default is not None else state.max_kw
+        value = tx[1] if tx is not None else default[2] if default is not None else (
+            state.max_kw if none_kw is None else none_kw)
         if cap is not None:
             value = min(value, cap[1])
         return min(value, state.max_kw)
@@ -303,10 +310,12 @@ class Ledger:
                     best = (r.stack_level, kw)
         return math.inf if best is None else best[1]
 
-    def _variants(self, station: str, extra: Sequence[Request]) -> list[list[ProfileRecord]]:
+    def _variants(self, station: str, extra: Sequence[Request],
+                  base: Sequence[ProfileRecord] | None = None) -> list[list[ProfileRecord]]:
         """The station's profile sets under every combination of outcomes of its unresolved
-        requests (and ``extra``, hypothetical ones), or [] when there are too many to enumerate."""
-        base = self._records.get(station, [])
+        requests (and ``extra``, hypothetical ones) on top of ``base`` (default: what it
+        accepted), or [] when there are too many to enumerate."""
+        base = self._records.get(station, []) if base is None else base
         todo = [p.request for p in self._unresolved.get(station, [])] + [r for r in extra if r.station_id == station]
         if len(todo) > MAX_UNRESOLVED:
             return []
@@ -326,10 +335,11 @@ class Ledger:
             return None
         if u.at_most_kw is not None and (u.until is None or t < u.until):
             return min(u.at_most_kw, state.max_kw)
-        for value in (state.last_accepted_kw, state.fallback_kw):
-            if value is not None and value > 0:
-                return min(value, state.max_kw)
-        return state.max_kw
+        # Its last accepted TxProfile may still be in force, and after it lapses the fallback
+        # share (or, without a fallback, the maximum): the higher of the two, never 0.
+        underneath = state.max_kw if state.fallback_kw is None else state.fallback_kw
+        bound = max(underneath, state.last_accepted_kw or 0.0)
+        return min(bound, state.max_kw) if bound > 0 else state.max_kw
 
     def limit_at(self, key: ConnectorKey, t: datetime) -> float | None:
         """The limit [kW] known in force on ``key`` at ``t`` from accepted profiles only, or None
@@ -347,10 +357,13 @@ class Ledger:
         its bound (:class:`Unknown`), never at 0."""
         key, t = _key(*key), to_utc(t)
         state = self._state(key)
-        variants = self._variants(key[0], extra)
-        worst = state.max_kw if not variants else max(self._stack(key, v, t) for v in variants)
         bound = self._unknown_bound(key, t)
-        return worst if bound is None else max(worst, bound)
+        if bound is None:
+            variants = self._variants(key[0], extra)
+            return state.max_kw if not variants else max(self._stack(key, v, t) for v in variants)
+        # Unknown: what was recorded is not trusted; only requests sent since count, on top of the bound.
+        variants = self._variants(key[0], extra, base=[])
+        return state.max_kw if not variants else max(bound, *(self._stack(key, v, t, bound) for v in variants))
 
     def station_worst_case_at(self, station_id: str, t: datetime, keys: Iterable[ConnectorKey] | None = None,
                               extra: Sequence[Request] = ()) -> float:
@@ -421,3 +434,28 @@ def totals_over(ledger: Ledger, circuits: Sequence[Circuit], start: datetime, en
         points.update(p for p, _ in c.schedule if start <= p <= end)
     return [(t, c.name, ledger.circuit_worst_case_at(c, t, extra=extra), c.limit_at(t))
             for t in sorted(points) for c in circuits]
+
+
+class LimitExceeded(ValueError):
+    """Sending some requests could let a circuit draw more than its limit."""
+
+
+def check_within(ledger: Ledger, circuits: Sequence[Circuit], start: datetime, end: datetime, *,
+                 extra: Sequence[Request]) -> None:
+    """Refuse ``extra`` (requests about to be sent) when, counted as sent, some circuit's worst
+    case exceeds its limit at an instant of ``[start, end]`` where it did not already.
+
+    Raises:
+        LimitExceeded: naming the circuit, the instant and both figures.
+    """
+    before = {(t, name): total for t, name, total, _ in totals_over(ledger, circuits, start, end, extra=())}
+    for t, name, total, limit in totals_over(ledger, circuits, start, end, extra=extra):
+        if total > limit + 1e-9 and total > before.get((t, name), ledger_total(ledger, circuits, name, t)) + 1e-9:
+            raise LimitExceeded(f"circuit {name!r}: {total:.3f} kW could be drawn at {t.isoformat()}, "
+                                f"above its limit of {limit:.3f} kW")
+
+
+def ledger_total(ledger: Ledger, circuits: Sequence[Circuit], name: str, t: datetime) -> float:
+    """The worst-case total [kW] of the circuit called ``name`` at ``t``."""
+    circuit = next(c for c in circuits if c.name == name)
+    return ledger.circuit_worst_case_at(circuit, t)
