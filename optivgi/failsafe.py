@@ -156,12 +156,13 @@ def fallback_share(limits_kw: float | Iterable[float], connectors: int, *, unit:
     raw = unit.from_kw(lowest / connectors, voltage, phases)
     limit = round_down_to_step(raw, step)
     share_kw = unit.limit_to_kw(limit, voltage, phases)
+    raw_amps = lowest / connectors * 1000.0 / (voltage * phases)
     amps = share_kw * 1000.0 / (voltage * phases)
     warning = None
     if amps < min_current_a:
         warning = (f"fallback share {lowest:g} kW / {connectors} connectors = {lowest / connectors:.3f} kW "
-                   f"= {amps:.2f} A at {voltage:g} V x {phases} phase(s), below the {min_current_a:g} A "
-                   "chargers need: under the fallback alone cars will pause")
+                   f"= {raw_amps:.2f} A at {voltage:g} V x {phases} phase(s) (sent as {limit:g} {unit.value}), "
+                   f"below the {min_current_a:g} A chargers need: under the fallback alone cars will pause")
     return FallbackShare(lowest, connectors, limit, unit, share_kw, warning)
 
 
