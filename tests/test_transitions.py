@@ -101,7 +101,7 @@ def test_every_combination_of_outcomes_stays_within_the_limit() -> None:
                 if o is not Outcome.REJECTED and r.profile is not None:  # unanswered: applied, answer lost
                     applied[r.label] = r.profile.periods[0][1]
                 out.append(o)
-                assert sum(applied.values()) <= 10.0 + 1e-9, (outcomes, applied)
+                assert sum(applied.values()) <= 10.0 + 1e-9, (answers, applied)
             return out
 
         run_waves(ledger, targets, [SITE], send, now=T0, until=at(600))
