@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from optivgi.config import Settings, mask_url
+from optivgi.config import Settings, _shown, mask_url
 from optivgi.errors import ConfigurationError
 from optivgi.models.ev import ChargingRateUnit
 from optivgi.redaction import Redactor, redact_text, url_secrets
@@ -84,9 +84,9 @@ def _int(settings: Settings, name: str, default: int, minimum: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigurationError(f"{name} must be a whole number, got {_shown(raw)}") from None
     if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {raw!r}")
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {_shown(raw)}")
     return value
 
 
@@ -99,7 +99,7 @@ def _switch(settings: Settings, name: str, default: bool) -> bool:
         return True
     if text in ("off", "false", "no", "0"):
         return False
-    raise ConfigurationError(f"{name} must be on or off, got {raw!r}")
+    raise ConfigurationError(f"{name} must be on or off, got {_shown(raw)}")
 
 
 def _file(settings: Settings, name: str) -> str | None:
