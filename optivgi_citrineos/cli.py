@@ -23,10 +23,14 @@ logger = logging.getLogger(__name__)
 def _environment(ctx: click.Context) -> dict[str, str]:
     """``os.environ`` over the ``.env`` file named by the root command (``--env-file``)."""
     from optivgi.config import read_dotenv
+    from optivgi.errors import ConfigurationError
 
     root = ctx.find_root().obj
     env_file = root.get("env_file") if isinstance(root, dict) else None
-    values: dict[str, str] = dict(read_dotenv(env_file)) if env_file else {}
+    try:
+        values: dict[str, str] = dict(read_dotenv(env_file)) if env_file else {}
+    except ConfigurationError as exc:  # a bad .env: one Error line like every other command
+        raise click.ClickException(str(exc)) from None
     values.update(os.environ)
     return values
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import ssl
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from datetime import tzinfo
 from pathlib import Path
@@ -27,10 +25,10 @@ from typing import Any
 
 import attrs
 
-from optivgi.config import Settings, mask_url
+from optivgi.config import Settings, _shown, mask_url
 from optivgi.errors import ConfigurationError
 from optivgi.models.ev import ChargingRateUnit
-from optivgi.redaction import Redactor, redact_text, url_error_reason, url_secrets
+from optivgi.redaction import Redactor, redact_text, url_secrets
 from optivgi_citrineos.sitefile import (
     OCPP16,
     OCPP201,
@@ -40,6 +38,9 @@ from optivgi_citrineos.sitefile import (
     StationParams,
     check_time_value,
 )
+from optivgi_citrineos.tls import TlsFiles
+from optivgi_citrineos.urls import check_url as _url
+from optivgi_citrineos.urls import split_credentials
 
 __all__ = [
     "BUILTIN_SESSION_DEFAULTS",
@@ -83,9 +84,9 @@ def _int(settings: Settings, name: str, default: int, minimum: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigurationError(f"{name} must be a whole number, got {_shown(raw)}") from None
     if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {raw!r}")
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {_shown(raw)}")
     return value
 
 
@@ -98,7 +99,7 @@ def _switch(settings: Settings, name: str, default: bool) -> bool:
         return True
     if text in ("off", "false", "no", "0"):
         return False
-    raise ConfigurationError(f"{name} must be on or off, got {raw!r}")
+    raise ConfigurationError(f"{name} must be on or off, got {_shown(raw)}")
 
 
 def _file(settings: Settings, name: str) -> str | None:
@@ -128,62 +129,6 @@ class SecretRedactor(Redactor):
     text echoed by a server, an exception from a library) never carries a password or token; the
     command line puts the same kind of filter on every log handler.
     """
-
-
-@attrs.frozen
-class TlsFiles:
-    """TLS material for one connection: a CA bundle to trust and an optional client certificate."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-    @property
-    def configured(self) -> bool:
-        """True when anything is set."""
-        return any((self.ca_file, self.cert_file, self.key_file))
-
-    def context(self) -> ssl.SSLContext:
-        """A client context verifying the server (with ``ca_file`` if set) and presenting the
-        client certificate if set; raises ConfigurationError when the files cannot be loaded."""
-        try:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file:
-                ctx.load_cert_chain(self.cert_file, self.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            files = ", ".join(f for f in (self.ca_file, self.cert_file, self.key_file) if f)
-            raise ConfigurationError(f"cannot load the TLS files {files}: {exc}") from None
-        return ctx
-
-
-def _url(settings: Settings, name: str) -> str | None:
-    raw = settings.get(name)
-    if raw is None:
-        return None
-    if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]+", raw):
-        raise ConfigurationError(f"{name} must be an absolute URL, got {mask_url(raw)!r}")
-    try:
-        split = urllib.parse.urlsplit(raw)
-        split.port  # noqa: B018  (raises ValueError for a port that is not a number)
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"{name} is not a valid URL ({url_error_reason(str(exc), raw)}): {mask_url(raw)!r}"
-        ) from None
-    if not split.hostname:
-        raise ConfigurationError(f"{name} must name a host, got {mask_url(raw)!r}")
-    return raw.rstrip("/")
-
-
-def split_credentials(url: str) -> tuple[str, str | None, str | None]:
-    """``url`` without its ``user:password@`` part, and the user and password (percent-decoded)."""
-    split = urllib.parse.urlsplit(url)
-    if split.username is None and split.password is None:
-        return url, None, None
-    host = split.netloc.rsplit("@", 1)[1]
-    bare = urllib.parse.urlunsplit((split.scheme, host, split.path, split.query, split.fragment))
-    user = urllib.parse.unquote(split.username) if split.username is not None else None
-    password = urllib.parse.unquote(split.password) if split.password is not None else None
-    return bare, user, password
 
 
 @attrs.frozen(kw_only=True)
@@ -262,8 +207,8 @@ class CitrineOSConfig:
     api_token: str | None = attrs.field(default=None, repr=False)
     api_user: str | None = None
     api_password: str | None = attrs.field(default=None, repr=False)
-    api_tls: TlsFiles = TlsFiles()
-    amqp_tls: TlsFiles = TlsFiles()
+    api_tls: TlsFiles = attrs.field(factory=TlsFiles)
+    amqp_tls: TlsFiles = attrs.field(factory=TlsFiles)
     interval_s: float = 60.0
     fallback: bool = True
     fallback_stack_level: int = 0

@@ -183,6 +183,10 @@ class Scenario:
         """
         from optivgi.jsonfile import read_json_file
 
+        try:
+            Path(path).stat()
+        except OSError as exc:
+            raise ScenarioError(f"cannot read scenario {path}: {exc.strerror or exc}") from None
         # Size, encoding, nesting and digit caps as for every scenario file (optivgi.limits).
         data = read_json_file(path, ScenarioError)
         if isinstance(data, Mapping) and isinstance(data.get("sessions"), list) and len(data["sessions"]) > MAX_EVS:

@@ -228,3 +228,31 @@ def test_run_once_against_a_csms_that_is_down_ends_in_one_error_line(tmp_path: P
                 rf"Hasura at http://127\.0\.0\.1:{port}/v1/graphql unreachable: ConnectError"
                 r"( \(gave up after \d+ attempts in [\d.]+ s\))?")
     assert re.fullmatch(expected, errors[0]), errors[0]
+
+
+def test_a_non_utf8_dotenv_is_one_error_line_for_the_simulator_too(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from optivgi.cli import main
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"SIMULATOR_SPEED=\xff\n")
+    result = CliRunner().invoke(main, ["--env-file", str(dotenv), "citrineos", "simulate", "--duration", "0.1"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: {dotenv}: file is not UTF-8 text (byte 0xff at offset 16)"]
+
+
+def test_the_plugin_redactor_replaces_a_word_password_only_as_a_whole_value() -> None:
+    from optivgi_citrineos.config import SecretRedactor, redact
+
+    cfg = _config(CITRINEOS_DB_DSN="postgresql://citrine:citrine@db:5432/citrine")
+    assert "citrine" in cfg.secrets
+    assert redact("binding to exchange 'citrineos' with citrine", cfg.secrets) == (
+        "binding to exchange 'citrineos' with ***"
+    )
+    record = logging.LogRecord("optivgi_citrineos.listener", logging.INFO, __file__, 1,
+                               "AMQP listener consuming q on exchange %r via %s", ("citrineos", cfg.db_dsn), None)
+    filt = SecretRedactor()
+    filt.add(cfg.secrets)
+    assert filt.filter(record)
+    assert record.getMessage() == "AMQP listener consuming q on exchange 'citrineos' via postgresql://***:***@db:5432/***"
