@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from optivgi.errors import ConfigurationError
-from optivgi.limits import MAX_RESOLUTION_S, MAX_STEPS
+from optivgi.caps import MAX_RESOLUTION_S, MAX_STEPS
 from optivgi.models.ev import ChargingRateUnit
 
 __all__ = ["Settings", "mask_url", "read_dotenv"]

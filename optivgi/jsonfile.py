@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from optivgi.limits import MAX_FILE_BYTES, MAX_NESTING
+from optivgi.caps import MAX_FILE_BYTES, MAX_NESTING
 
 __all__ = ["nesting_depth", "parse_json_text", "read_json_file", "read_text_file"]
 

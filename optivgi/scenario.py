@@ -19,7 +19,7 @@ import attrs
 from optivgi.algorithms.base import Problem
 from optivgi.errors import ScenarioError
 from optivgi.jsonfile import read_json_file
-from optivgi.limits import (
+from optivgi.caps import (
     MAX_CELLS,
     MAX_EVS,
     MAX_FILE_BYTES,

@@ -40,7 +40,7 @@ import attrs
 
 from optivgi.errors import ConfigurationError
 from optivgi.jsonfile import nesting_depth, parse_json_text, read_text_file
-from optivgi.limits import MAX_NESTING
+from optivgi.caps import MAX_NESTING
 from optivgi.models.ev import ChargingRateUnit, to_utc
 
 __all__ = [

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from optivgi.errors import ConfigurationError, ScenarioError
-from optivgi.limits import MAX_EVS
+from optivgi.caps import MAX_EVS
 
 __all__ = [
     "DEFAULT_SCENARIO_RESOURCE",
