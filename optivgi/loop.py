@@ -181,10 +181,14 @@ class Scheduler:
         over = reserved > problem.site_limit_kw
         scale[over] = problem.site_limit_kw[over] / reserved[over]
         pinned = pinned * scale[None, :]
+        network = problem.network
+        if network is not None:  # and within every node and phase of the site tree
+            pinned = network.fit(pinned, pinned_rows)
         # A scaled share below an EV's minimum cannot be regulated: pause it rather than break the rule.
         pinned[pinned < problem.min_power_kw[pinned_rows, None]] = 0.0
         rest_limit = np.maximum(problem.site_limit_kw - pinned.sum(axis=0), 0.0)
-        rest = plan(problem.select(~pinned_rows, rest_limit), self.algorithm)
+        rest_network = None if network is None else network.reserve(pinned, pinned_rows)
+        rest = plan(problem.select(~pinned_rows, rest_limit, rest_network), self.algorithm)
         power = problem.zeros()
         power[~pinned_rows] = rest.power_kw
         power[pinned_rows] = pinned

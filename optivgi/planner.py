@@ -22,6 +22,7 @@ from optivgi.errors import ScheduleValidationError
 from optivgi.models.ev import EV, to_utc
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
+from optivgi.topology import Topology
 
 __all__ = ["build_problem", "plan", "step_window"]
 
@@ -46,8 +47,15 @@ def build_problem(
     *,
     resolution_s: int = 60,
     n_steps: int = 480,
+    topology: Topology | None = None,
+    voltage: float | None = None,
 ) -> Problem:
     """Vectorise ``evs`` and ``site`` into a :class:`Problem` starting at ``now``.
+
+    With a ``topology``, the problem carries its node and phase limits
+    (:attr:`Problem.network`) for the EVs' connectors, amps converted at ``voltage`` (default:
+    the topology's); an EV on a connector the tree does not have is counted at the site, on
+    every phase.
 
     Raises:
         ValueError: two sessions share an ``ev_id``.
@@ -71,6 +79,8 @@ def build_problem(
         first_step=[w[0] for w in windows] or np.zeros(0, dtype=np.int64),
         end_step=[w[1] for w in windows] or np.zeros(0, dtype=np.int64),
         price_per_kwh=site.price_series(n_steps),
+        network=None if topology is None else topology.network(
+            [(str(ev.station_id), ev.connector_id) for ev in evs], n_steps, voltage=voltage),
     )
 
 

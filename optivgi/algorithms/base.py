@@ -16,6 +16,8 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from optivgi.topology import NetworkConstraints
+
 __all__ = ["Algorithm", "FloatArray", "IntArray", "Problem"]
 
 FloatArray = npt.NDArray[np.float64]
@@ -55,6 +57,9 @@ class Problem:
         first_step: ``(n,)`` first step of the window (inclusive), in ``[0, T]``.
         end_step: ``(n,)`` end of the window (exclusive), in ``[0, T]``.
         price_per_kwh: ``(T,)`` energy price per step, or ``None``.
+        network: the site tree's limits as sparse constraints on the rows (one per node and
+            phase; see :class:`~optivgi.topology.NetworkConstraints`), or ``None`` for a flat site.
+            ``network.matrix @ power <= network.limit_kw`` must hold in every step.
     """
 
     ids: tuple[str, ...] = attrs.field(converter=_as_ids)
@@ -69,6 +74,7 @@ class Problem:
     price_per_kwh: FloatArray | None = attrs.field(
         default=None, converter=attrs.converters.optional(_as_float)
     )
+    network: NetworkConstraints | None = None
 
     def __attrs_post_init__(self) -> None:
         n, t = len(self.ids), self.site_limit_kw.shape[0] if self.site_limit_kw.ndim == 1 else -1
@@ -93,6 +99,8 @@ class Problem:
             raise ValueError(f"'price_per_kwh' must have shape ({t},), got {self.price_per_kwh.shape}")
         if len(set(self.ids)) != n:
             raise ValueError("'ids' must be unique")
+        if self.network is not None and (self.network.matrix.shape[1] != n or self.network.limit_kw.shape[1:] != (t,)):
+            raise ValueError(f"'network' must have {n} columns and {t} steps")
 
     @property
     def n_evs(self) -> int:
@@ -114,8 +122,16 @@ class Problem:
         k = np.arange(self.n_steps)
         return (k[None, :] >= self.first_step[:, None]) & (k[None, :] < self.end_step[:, None])
 
-    def select(self, rows: npt.NDArray[np.bool_], site_limit_kw: FloatArray | None = None) -> Problem:
-        """The sub-problem of the EVs where ``rows`` is True, optionally with other site limits."""
+    def select(
+        self,
+        rows: npt.NDArray[np.bool_],
+        site_limit_kw: FloatArray | None = None,
+        network: NetworkConstraints | None = None,
+    ) -> Problem:
+        """The sub-problem of the EVs where ``rows`` is True, optionally with other site limits
+        (and other network limits, e.g. :meth:`NetworkConstraints.reserve`'s)."""
+        if network is None and self.network is not None:
+            network = self.network.select(rows)
         return attrs.evolve(
             self,
             ids=[i for i, keep in zip(self.ids, rows, strict=True) if keep],
@@ -125,6 +141,7 @@ class Problem:
             max_power_kw=self.max_power_kw[rows],
             first_step=self.first_step[rows],
             end_step=self.end_step[rows],
+            network=network,
         )
 
     def zeros(self) -> FloatArray:

@@ -12,7 +12,7 @@ import numpy as np
 from optivgi.algorithms.base import FloatArray, Problem
 from optivgi.errors import ScheduleValidationError
 
-__all__ = ["TOLERANCE_KW", "validate_schedule"]
+__all__ = ["TOLERANCE_KW", "validate_network", "validate_schedule"]
 
 #: Absolute tolerance [kW] for solver round-off; far below any limit a charger can resolve.
 TOLERANCE_KW = 1e-6
@@ -84,4 +84,38 @@ def validate_schedule(problem: Problem, power_kw: FloatArray, *, tol: float = TO
         power = power * scale[None, :]
         # Scaling may nudge a power a hair under its min; such a power was within tol of it.
         power = np.where((power > 0) & (power < pmin), 0.0, power)
+    if problem.network is not None:
+        power = validate_network(problem, power, tol=tol)
     return power
+
+
+def validate_network(problem: Problem, power_kw: FloatArray, *, tol: float = TOLERANCE_KW) -> FloatArray:
+    """Check ``power_kw`` against every node and phase limit of ``problem.network`` and return it
+    cleaned (round-off within ``tol`` above a limit is scaled away, as for the site limit).
+
+    Raises:
+        ScheduleValidationError: naming the node, the phase, the step and the values.
+    """
+    network = problem.network
+    power = np.asarray(power_kw, dtype=np.float64)
+    if network is None or network.n_rows == 0 or problem.n_evs == 0:
+        return power
+    violations = network.violations(power, tol_kw=tol)
+    if violations:
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise ScheduleValidationError(f"{violations[0]}{more}")
+    load = network.loads(power)
+    slightly = load > network.limit_kw
+    if not np.any(slightly):
+        return power
+    # Per row and step: the factor that brings the load onto the limit; each EV takes the
+    # smallest factor of the rows it is on.
+    factor = np.ones_like(load)
+    factor[slightly] = network.limit_kw[slightly] / load[slightly]
+    matrix = network.matrix
+    scale = np.ones_like(power)
+    for r, k in zip(*np.nonzero(slightly), strict=True):
+        evs = matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]]
+        scale[evs, k] = np.minimum(scale[evs, k], factor[r, k])
+    power = power * scale
+    return np.where((power > 0) & (power < problem.min_power_kw[:, None]), 0.0, power)
