@@ -25,11 +25,13 @@ from optivgi.algorithms.base import Algorithm, Problem
 from optivgi.algorithms.validate import validate_schedule
 from optivgi.clock import Clock, SystemClock
 from optivgi.config import Settings
+from optivgi.limits.base import LimitSource
 from optivgi.models.ev import EV
 from optivgi.models.profile import ChargingProfile
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
+from optivgi.topology import Topology
 from optivgi.translation import SendOutcome, Translation
 
 __all__ = ["CycleReport", "GroupResult", "Scheduler"]
@@ -101,6 +103,11 @@ class Scheduler:
         on_cycle: called with each :class:`CycleReport` (for printing or tests).
         coalesce_s: after a trigger, further triggers within this many seconds [clock time]
             are merged into the same cycle.
+        topology: the site tree; a group named like one of its nodes is planned within that
+            subtree, any other group within the whole tree.
+        limit_source: a live site limit; each step's limit is the lower of the translation's and
+            the source's (its forecast included). A drop of the source triggers a cycle at once
+            (unless the source already has a trigger).
     """
 
     def __init__(
@@ -112,8 +119,14 @@ class Scheduler:
         clock: Clock | None = None,
         on_cycle: Callable[[CycleReport], None] | None = None,
         coalesce_s: float = 0.2,
+        topology: Topology | None = None,
+        limit_source: LimitSource | None = None,
     ) -> None:
         self.translation = translation
+        self.topology = topology
+        self.limit_source = limit_source
+        if limit_source is not None and limit_source.trigger is None:
+            limit_source.trigger = self.trigger
         self.algorithm = algorithm
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -208,9 +221,17 @@ class Scheduler:
         site_voltage = voltage or self.settings.voltage
         result.evs = [ev if ev.voltage is not None else attrs.evolve(ev, voltage=site_voltage) for ev in evs]
         limits = self.translation.get_peak_power_demand(group, now, voltage)
-        site = SiteConstraints(limits, self.translation.get_prices(group, now))
-        problem = build_problem(result.evs, site, now, resolution_s=self.settings.resolution_s,
-                                n_steps=self.settings.n_steps)
+        prices = self.translation.get_prices(group, now)
+        n_steps, resolution = self.settings.n_steps, self.settings.resolution_s
+        if self.limit_source is not None:
+            live = self.limit_source.series(now, resolution, n_steps)
+            limits = [float(v) for v in np.minimum(SiteConstraints(limits).limit_series(n_steps), live)]
+        site = SiteConstraints(limits, prices)
+        topology = self.topology
+        if topology is not None and group in {node.name for node in topology.nodes}:
+            topology = topology.subtree(group)
+        problem = build_problem(result.evs, site, now, resolution_s=resolution, n_steps=n_steps,
+                                topology=topology, voltage=site_voltage)
         result.site_limit_kw = float(problem.site_limit_kw[0]) if problem.n_steps else 0.0
         schedule = self._plan(problem, result.evs)
         result.schedule = schedule

@@ -334,3 +334,45 @@ def test_node_model_rules() -> None:
         Wiring(2, (0, 1))
     with pytest.raises(ValueError, match="'voltage' must be"):
         Topology(Node("x"), voltage=0)
+
+
+def test_plan_scales_a_tree_blind_fallback_into_the_tree() -> None:
+    from optivgi.algorithms.equal_share import EqualShareAlgorithm
+    from optivgi.planner import plan
+
+    t = parse_topology(three_feeders())
+    problem = build_problem(_evs(t, 12), SiteConstraints(100.0), NOW, n_steps=4, topology=t)
+
+    class Broken(EqualShareAlgorithm):
+        name = "broken"
+
+        def solve(self, problem: Any) -> Any:
+            raise RuntimeError("boom")
+
+    schedule = plan(problem, Broken())
+    assert schedule.algorithm == "equal-share" and "broken failed" in schedule.note
+    assert t.check(keys_of(t), schedule.power_kw) == []
+    # Feeder A's two L1 chargers share its 40 A.
+    assert schedule.power_kw[[0, 3], 0].sum() == pytest.approx(40 * V / 1000)
+
+
+def test_an_algorithm_claiming_the_tree_is_held_to_it() -> None:
+    from optivgi.algorithms.base import Algorithm
+    from optivgi.planner import plan
+
+    t = parse_topology(three_feeders())
+    problem = build_problem(_evs(t, 12), SiteConstraints(100.0), NOW, n_steps=4, topology=t)
+
+    class Overloads(Algorithm):
+        name = "overloads"
+        honours_network = True
+
+        def solve(self, problem: Any) -> Any:
+            power = problem.zeros()
+            power[[0, 3], :] = 7.36  # 64 A on feeder A's L1, 14.7 kW of 100 kW
+            return power
+
+    schedule = plan(problem, Overloads())
+    assert schedule.algorithm == "equal-share"
+    assert "feeder-A L1 draws 64 A at step 0" in schedule.note
+    assert t.check(keys_of(t), schedule.power_kw) == []

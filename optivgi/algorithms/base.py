@@ -160,6 +160,10 @@ class Algorithm(abc.ABC):
     """
 
     name: ClassVar[str] = "unnamed"
+    #: True when :meth:`solve` honours :attr:`Problem.network` (every node and phase of the site
+    #: tree). Otherwise the planner scales the schedule into the tree, EV by EV, before it is
+    #: validated: safe, but neither fair nor optimal across the tree.
+    honours_network: ClassVar[bool] = False
 
     @abc.abstractmethod
     def solve(self, problem: Problem) -> FloatArray:
