@@ -376,3 +376,18 @@ def test_an_algorithm_claiming_the_tree_is_held_to_it() -> None:
     assert schedule.algorithm == "equal-share"
     assert "feeder-A L1 draws 64 A at step 0" in schedule.note
     assert t.check(keys_of(t), schedule.power_kw) == []
+
+
+def test_the_docs_example_site_parses_and_overloads_feeder_a_on_l1() -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "topology.md").read_text(encoding="utf-8")
+    block = re.search(r"```json\n(.*?)```", text, re.S)
+    assert block is not None
+    t = parse_topology(json.loads(block.group(1)))
+    assert len(t.connector_keys) == 10 and t.root.limit_kw == 100
+    keys = [("ST-01", 1), ("ST-04", 1)]
+    found = t.check(keys, np.array([[7.36], [7.36]]))
+    assert [(v.node, v.phase) for v in found] == [("feeder-A", "L1")] and found[0].value == pytest.approx(64)
+    st10 = t.connector(("ST-10", 1))
+    assert st10 is not None and st10.wiring == Wiring(3, (1, 2, 0))
