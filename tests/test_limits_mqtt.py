@@ -139,3 +139,69 @@ def test_mqtt_retained_message_is_not_a_fresh_reading(publisher: Publisher, topi
             taker.stop()
     finally:
         publisher.send(topic, b"", retain=True)  # clear the retained message
+
+
+def test_an_mqtt_drop_re_plans_at_once_reductions_first(publisher: Publisher, topic: str) -> None:
+    """30 -> 15 kW on the topic: the next cycle runs on the drop, its profiles sum to <= 15 kW and
+    every moment of the transition (profiles applied one by one, in the order sent) stays <= 30 kW;
+    with the publisher silent past the timeout, the floor."""
+    import queue
+    from collections.abc import Mapping
+
+    from optivgi.algorithms.equal_share import EqualShareAlgorithm
+    from optivgi.config import Settings
+    from optivgi.loop import CycleReport, Scheduler
+    from optivgi.models import EV, ChargingProfile, ChargingRateUnit
+    from optivgi.translation import SendOutcome, Translation
+
+    clock = ManualClock()
+
+    class Site(Translation):
+        def __init__(self) -> None:
+            self.sent: list[list[tuple[str, float]]] = []
+
+        def get_evs(self, group_name: str) -> tuple[list[EV], float | None]:
+            return [EV(ev_id=f"EV-{i}", station_id=f"S{i}", connector_id=1,
+                       arrival_time=clock.now() - timedelta(hours=1), departure_time=clock.now() + timedelta(days=1),
+                       energy=100.0, max_power=7.2, transaction_id=i) for i in range(6)], 230.0
+
+        def get_peak_power_demand(self, group_name: str, now: datetime, voltage: float | None = None) -> float:
+            return 40.0
+
+        def send_power_to_evs(self, powers: Mapping[EV, ChargingProfile],
+                              unit: ChargingRateUnit | None = None) -> dict[str, SendOutcome]:
+            self.sent.append([(str(ev.ev_id), p.limit_kw_at(0, 230.0)) for ev, p in powers.items()])
+            return {str(ev.ev_id): SendOutcome.APPLIED for ev in powers}
+
+    site = Site()
+    reports: queue.Queue[CycleReport] = queue.Queue()
+    source = _started(MqttLimit(topic, floor_kw=5.0, timeout_s=60, check_s=0.05, clock=clock))
+    try:
+        publisher.send(topic, "30")
+        assert source.wait_for_update(0, WAIT_S)
+        scheduler = Scheduler(site, EqualShareAlgorithm(), Settings(horizon_s=600, voltage=230.0), clock=clock,
+                              limit_source=source, on_cycle=reports.put)
+        runner = threading.Thread(target=scheduler.run, daemon=True)
+        runner.start()
+        try:
+            first = reports.get(timeout=WAIT_S)
+            assert first.reason == "start" and first.groups["default"].site_limit_kw == 30.0
+            in_force = dict(site.sent[-1])
+            assert sum(in_force.values()) <= 30.0 + 1e-9
+            publisher.send(topic, '{"limit_kw": 15}')
+            drop = reports.get(timeout=WAIT_S)
+            assert drop.reason.startswith("site limit dropped from 30 to 15 kW (mqtt)")
+            for ev_id, kw in site.sent[-1]:
+                in_force[ev_id] = kw
+                assert sum(in_force.values()) <= 30.0 + 1e-9
+            assert sum(in_force.values()) <= 15.0 + 1e-9
+            # The publisher goes silent: past the timeout the watchdog drops the limit to the floor.
+            clock.advance(60)
+            stale = reports.get(timeout=WAIT_S)
+            assert stale.reason.startswith("site limit dropped from 15 to 5 kW (mqtt)")
+            assert sum(kw for _, kw in site.sent[-1]) <= 5.0 + 1e-9
+        finally:
+            scheduler.stop()
+            runner.join(timeout=WAIT_S)
+    finally:
+        source.stop()

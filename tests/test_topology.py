@@ -391,3 +391,27 @@ def test_the_docs_example_site_parses_and_overloads_feeder_a_on_l1() -> None:
     assert [(v.node, v.phase) for v in found] == [("feeder-A", "L1")] and found[0].value == pytest.approx(64)
     st10 = t.connector(("ST-10", 1))
     assert st10 is not None and st10.wiring == Wiring(3, (1, 2, 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(trees(), st.randoms(use_true_random=False))
+def test_constraint_rows_match_a_direct_sum_over_the_tree(t: Topology, rnd: Any) -> None:
+    keys = list(t.connector_keys)
+    power = {k: rnd.uniform(0, 22) for k in keys}
+    net = t.network(keys, 1)
+    loads = net.loads(np.array([[power[k]] for k in keys]))[:, 0]
+    for (name, phase), load in zip(net.labels, loads, strict=True):
+        expected = 0.0
+        for key in t.keys_below(name):
+            leaf = t.connector(key)
+            assert leaf is not None and leaf.wiring is not None
+            if phase is None:
+                expected += power[key]
+            elif leaf.wiring.grid is None:  # phase unknown: the whole power on every phase
+                expected += power[key]
+            elif ("L1", "L2", "L3").index(phase) in leaf.wiring.grid:
+                expected += power[key] / leaf.wiring.phases
+        assert load == pytest.approx(expected, abs=1e-9)
+        node = t.node(name)
+        assert (node.limit_kw is not None) if phase is None else (node.limit_a[("L1", "L2", "L3").index(phase)]
+                                                                  is not None)

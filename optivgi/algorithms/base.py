@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from optivgi.topology import NetworkConstraints
+from optivgi.topology_network import NetworkConstraints
 
 __all__ = ["Algorithm", "FloatArray", "IntArray", "Problem"]
 
