@@ -11,12 +11,37 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-__all__ = ["PHASES", "NetworkConstraints", "Violation"]
+__all__ = ["PHASES", "NetworkConstraints", "Violation", "scale_into"]
 
 _Float = npt.NDArray[np.float64]
 
 #: The grid phases, in order; phase index ``j`` is ``PHASES[j]``.
 PHASES = ("L1", "L2", "L3")
+
+
+def scale_into(matrix: sp.csr_array, load: _Float, limit: _Float) -> _Float:
+    """``(n, T)`` factors in ``(0, 1]``: each column of ``matrix`` (an EV) and step takes the
+    least ``limit / load`` of the rows it is on that are over their limit, so that scaling the
+    schedule by them brings every row within its limit (and leaves rows that fit fitting)."""
+    n, steps = matrix.shape[1], load.shape[1]
+    scale = np.ones((n, steps))
+    over_rows = np.flatnonzero((load > limit).any(axis=1))
+    if over_rows.size == 0:
+        return scale
+    csr = sp.csr_array(matrix)
+    for chunk in np.array_split(over_rows, max(1, over_rows.size // 64)):  # bounded memory
+        sub_load, sub_limit = load[chunk], limit[chunk]
+        factor = np.ones_like(sub_load)
+        over = sub_load > sub_limit
+        factor[over] = sub_limit[over] / sub_load[over]
+        coo = sp.coo_array(csr[chunk])
+        if coo.nnz == 0:
+            continue
+        order = np.argsort(coo.col, kind="stable")
+        cols = coo.col[order]
+        evs, starts = np.unique(cols, return_index=True)
+        scale[evs] = np.minimum(scale[evs], np.minimum.reduceat(factor[coo.row[order]], starts, axis=0))
+    return scale
 
 
 @attrs.frozen
@@ -75,21 +100,30 @@ class NetworkConstraints:
         power = np.asarray(power_kw, dtype=np.float64)
         return np.asarray(self.matrix @ power, dtype=np.float64).reshape(self.n_rows, power.shape[1])
 
-    def violations(self, power_kw: npt.ArrayLike, *, tol_kw: float = 1e-6) -> list[Violation]:
-        """Every node, phase and step above its limit by more than ``tol_kw``, worst first per row."""
+    def violations(self, power_kw: npt.ArrayLike, *, tol_kw: float = 1e-6,
+                   most: int | None = None) -> list[Violation]:
+        """The nodes, phases and steps above their limit by more than ``tol_kw``, in tree order
+        then by step; at most ``most`` of them (None: all)."""
         power = np.asarray(power_kw, dtype=np.float64)
         if self.n_rows == 0 or power.size == 0:
             return []
         load = self.loads(power)
-        over = load > self.limit_kw + tol_kw
+        rows, steps = np.nonzero(load > self.limit_kw + tol_kw)
         out: list[Violation] = []
-        for r, k in zip(*np.nonzero(over), strict=True):
+        for r, k in zip(rows[:most], steps[:most], strict=True):
             node, phase = self.labels[r]
             value, limit = float(load[r, k]), float(self.limit_kw[r, k])
             if phase is not None:
                 value, limit = value * 1000.0 / self.voltage, limit * 1000.0 / self.voltage
             out.append(Violation(node, phase, int(k), value, limit))
         return out
+
+    def count_violations(self, power_kw: npt.ArrayLike, *, tol_kw: float = 1e-6) -> int:
+        """How many (node or phase, step) pairs are above their limit by more than ``tol_kw``."""
+        power = np.asarray(power_kw, dtype=np.float64)
+        if self.n_rows == 0 or power.size == 0:
+            return 0
+        return int(np.count_nonzero(self.loads(power) > self.limit_kw + tol_kw))
 
     def select(self, rows: npt.NDArray[np.bool_]) -> NetworkConstraints:
         """The constraints on the schedule rows where ``rows`` is True."""
@@ -98,18 +132,10 @@ class NetworkConstraints:
     def fit(self, power_kw: npt.ArrayLike, rows: npt.NDArray[np.bool_]) -> _Float:
         """``power_kw`` (one row per True entry of ``rows``) scaled down, each row by the least
         factor of the constraints it is on, so that these rows alone fit every limit."""
-        idx = np.flatnonzero(rows)
         power = np.asarray(power_kw, dtype=np.float64)
-        sub = sp.csr_array(self.matrix[:, idx])
+        sub = sp.csr_array(self.matrix[:, np.flatnonzero(rows)])
         load = np.asarray(sub @ power).reshape(self.n_rows, power.shape[1])
-        factor = np.ones_like(load)
-        over = load > self.limit_kw
-        factor[over] = self.limit_kw[over] / load[over]
-        scale = np.ones_like(power)
-        for r, k in zip(*np.nonzero(over), strict=True):
-            cols = sub.indices[sub.indptr[r]:sub.indptr[r + 1]]
-            scale[cols, k] = np.minimum(scale[cols, k], factor[r, k])
-        return power * scale
+        return power * scale_into(sub, load, self.limit_kw)
 
     def reserve(self, power_kw: npt.ArrayLike, rows: npt.NDArray[np.bool_]) -> NetworkConstraints:
         """The constraints left for the other rows once the rows in ``rows`` draw ``power_kw``.

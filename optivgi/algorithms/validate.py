@@ -11,6 +11,7 @@ import numpy as np
 
 from optivgi.algorithms.base import FloatArray, Problem
 from optivgi.errors import ScheduleValidationError
+from optivgi.topology_network import scale_into
 
 __all__ = ["TOLERANCE_KW", "validate_network", "validate_schedule"]
 
@@ -100,22 +101,14 @@ def validate_network(problem: Problem, power_kw: FloatArray, *, tol: float = TOL
     power = np.asarray(power_kw, dtype=np.float64)
     if network is None or network.n_rows == 0 or problem.n_evs == 0:
         return power
-    violations = network.violations(power, tol_kw=tol)
+    violations = network.violations(power, tol_kw=tol, most=1)
     if violations:
-        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        count = network.count_violations(power, tol_kw=tol)
+        more = f" (and {count - 1} more)" if count > 1 else ""
         raise ScheduleValidationError(f"{violations[0]}{more}")
     load = network.loads(power)
-    slightly = load > network.limit_kw
-    if not np.any(slightly):
+    if not np.any(load > network.limit_kw):
         return power
-    # Per row and step: the factor that brings the load onto the limit; each EV takes the
-    # smallest factor of the rows it is on.
-    factor = np.ones_like(load)
-    factor[slightly] = network.limit_kw[slightly] / load[slightly]
-    matrix = network.matrix
-    scale = np.ones_like(power)
-    for r, k in zip(*np.nonzero(slightly), strict=True):
-        evs = matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]]
-        scale[evs, k] = np.minimum(scale[evs, k], factor[r, k])
-    power = power * scale
+    # Each EV takes the smallest factor of the rows it is on that are a hair over their limit.
+    power = power * scale_into(network.matrix, load, network.limit_kw)
     return np.where((power > 0) & (power < problem.min_power_kw[:, None]), 0.0, power)
