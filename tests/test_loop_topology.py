@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from optivgi.algorithms.equal_share import EqualShareAlgorithm
 from optivgi.config import Settings
@@ -117,3 +118,27 @@ def test_a_live_limit_caps_the_site_and_a_drop_triggers_a_cycle() -> None:
     report = scheduler.run_cycle("stale")
     assert report.groups["default"].site_limit_kw == 6.0
     assert sum(p.limit_kw_at(0, VOLTS) for p in site.sent[-1].values()) <= 6.0 + 1e-9
+
+
+class Grouped(Site):
+    """Group "A" is S0-S2, group "B" is S3-S5; each group limited to 40 kW by the translation."""
+
+    def get_evs(self, group_name: str) -> tuple[list[EV], float | None]:
+        evs, volts = super().get_evs(group_name)
+        wanted = {"A": range(3), "B": range(3, 6)}[group_name]
+        return [ev for ev in evs if int(str(ev.station_id)[1:]) in wanted], volts
+
+
+def test_a_group_named_like_a_node_is_planned_within_that_subtree() -> None:
+    t = parse_topology(two_feeders())
+    site = Grouped()
+    settings = Settings(horizon_s=600, charging_rate_unit="W", voltage=VOLTS,  # type: ignore[arg-type]
+                        station_groups=("A", "B"))
+    report = Scheduler(site, EqualShareAlgorithm(), settings, topology=t).run_cycle("test")
+    assert report.ok
+    sent = {**_first_kw(site.sent[0]), **_first_kw(site.sent[1])}
+    keys = list(sent)
+    assert len(keys) == 6 and t.check(keys, np.array([[sent[k]] for k in keys])) == []
+    # Feeder A: three cars on one 32 A phase; feeder B: one car per phase at its 16 A.
+    assert sum(sent[(f"S{i}", 1)] for i in range(3)) == pytest.approx(32 * VOLTS / 1000, abs=0.01)
+    assert sent[("S4", 1)] == pytest.approx(16 * VOLTS / 1000, abs=0.01)
