@@ -20,6 +20,7 @@ from datetime import datetime
 
 import attrs
 import numpy as np
+import numpy.typing as npt
 
 from optivgi.algorithms.base import Algorithm, Problem
 from optivgi.algorithms.validate import validate_schedule
@@ -212,6 +213,26 @@ class Scheduler:
         return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, rest.algorithm,
                              rest.solve_seconds, note=note)
 
+    def _live_limits(self, now: datetime, resolution_s: int, n_steps: int) -> npt.NDArray[np.float64]:
+        """The limit source's series; its lowest value (else 0) when it fails: assume the worst."""
+        source = self.limit_source
+        if source is None:
+            return np.full(n_steps, np.inf)
+        try:
+            live = np.asarray(source.series(now, resolution_s, n_steps), dtype=np.float64)
+            if live.shape != (n_steps,) or not np.all(np.isfinite(live)) or np.any(live < 0):
+                raise ValueError(f"series must be {n_steps} finite numbers >= 0")
+            return live
+        except Exception as exc:  # a broken limit plugin must not stop the loop, nor lift the limit
+            try:
+                floor = float(source.lowest_kw())
+            except Exception:
+                floor = 0.0
+            floor = floor if math.isfinite(floor) and floor > 0 else 0.0
+            logger.error("limit source %s failed (%s: %s); planning with %g kW", source.name,
+                         type(exc).__name__, exc, floor)
+            return np.full(n_steps, floor)
+
     def _run_group(self, group: str, now: datetime) -> GroupResult:
         result = GroupResult(group)
         evs, voltage = self.translation.get_evs(group)
@@ -224,7 +245,7 @@ class Scheduler:
         prices = self.translation.get_prices(group, now)
         n_steps, resolution = self.settings.n_steps, self.settings.resolution_s
         if self.limit_source is not None:
-            live = self.limit_source.series(now, resolution, n_steps)
+            live = self._live_limits(now, resolution, n_steps)
             limits = [float(v) for v in np.minimum(SiteConstraints(limits).limit_series(n_steps), live)]
         site = SiteConstraints(limits, prices)
         topology = self.topology

@@ -142,3 +142,18 @@ def test_a_group_named_like_a_node_is_planned_within_that_subtree() -> None:
     # Feeder A: three cars on one 32 A phase; feeder B: one car per phase at its 16 A.
     assert sum(sent[(f"S{i}", 1)] for i in range(3)) == pytest.approx(32 * VOLTS / 1000, abs=0.01)
     assert sent[("S4", 1)] == pytest.approx(16 * VOLTS / 1000, abs=0.01)
+
+
+class Broken(ReadingSource):
+    name = "broken"
+
+    def series(self, start: datetime, resolution_s: int, n_steps: int) -> np.ndarray:
+        raise RuntimeError("meter parser bug")
+
+
+def test_a_failing_limit_source_means_its_floor_not_the_translation_limit() -> None:
+    site = Site()
+    scheduler = Scheduler(site, EqualShareAlgorithm(), _settings(), limit_source=Broken(floor_kw=9.0, timeout_s=5))
+    report = scheduler.run_cycle("test")
+    assert report.ok and report.groups["default"].site_limit_kw == 9.0
+    assert sum(p.limit_kw_at(0, VOLTS) for p in site.sent[-1].values()) <= 9.0 + 1e-9
