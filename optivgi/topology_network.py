@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-__all__ = ["PHASES", "NetworkConstraints", "Violation", "scale_into"]
+__all__ = ["PHASES", "NetworkConstraints", "Violation", "scale_into", "waterfill"]
 
 _Float = npt.NDArray[np.float64]
 
@@ -147,3 +147,48 @@ class NetworkConstraints:
         rest = np.flatnonzero(~np.asarray(rows, dtype=bool))
         return attrs.evolve(self, matrix=sp.csr_array(self.matrix[:, rest]),
                             limit_kw=np.maximum(self.limit_kw - used.reshape(self.limit_kw.shape), 0.0))
+
+
+def waterfill(
+    matrix: sp.csr_array, limit_kw: _Float, upper_kw: npt.ArrayLike, *, tol_kw: float = 1e-9
+) -> _Float:
+    """Max-min fair power down a tree, every step at once (progressive filling).
+
+    All EVs of a step rise together from 0; an EV stops at its ``upper_kw`` (its max power in
+    that step, 0 outside its window) or when a row it is on (a node or phase of ``matrix``, with
+    limits ``limit_kw``; add a row of ones for the site limit) becomes full. The result is the
+    max-min fair allocation of each step: no EV can get more without one that has less (or as
+    much) on a shared full node getting less. Minimum powers are not considered.
+
+    Args:
+        matrix: ``(m, n)`` non-negative coefficients (as :attr:`NetworkConstraints.matrix`).
+        limit_kw: ``(m, T)`` limits [kW], >= 0.
+        upper_kw: ``(n, T)`` the most each EV may draw in each step [kW], >= 0.
+
+    Returns:
+        ``(n, T)`` powers [kW] with ``matrix @ power <= limit_kw`` and ``0 <= power <= upper_kw``.
+    """
+    a = sp.csr_array(matrix)
+    upper = np.maximum(np.asarray(upper_kw, dtype=np.float64), 0.0)
+    limit = np.maximum(np.asarray(limit_kw, dtype=np.float64), 0.0)
+    n, steps = upper.shape
+    at = sp.csr_array(a.T)
+    level = np.zeros((n, steps))
+    frozen = upper <= tol_kw
+    for _ in range(a.shape[0] + n + 1):
+        active = (~frozen).astype(np.float64)
+        if not active.any():
+            break
+        rate = np.asarray(a @ active).reshape(a.shape[0], steps)
+        slack = np.maximum(limit - np.asarray(a @ level).reshape(a.shape[0], steps), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            by_row = np.where(rate > 0, slack / np.where(rate > 0, rate, 1.0), np.inf)
+        headroom = np.where(frozen, np.inf, upper - level)
+        dt = np.minimum(by_row.min(axis=0) if a.shape[0] else np.inf, headroom.min(axis=0))
+        dt = np.where(np.isfinite(dt), np.maximum(dt, 0.0), 0.0)
+        level += active * dt[None, :]
+        full = (rate > 0) & (slack - rate * dt[None, :] <= tol_kw)
+        frozen |= (np.asarray(at @ full.astype(np.float64)).reshape(n, steps) > 0) | (upper - level <= tol_kw)
+    # Round-off of the rises must not leave a row a hair over its limit.
+    load = np.asarray(a @ level).reshape(a.shape[0], steps)
+    return np.minimum(level * scale_into(a, load, limit), upper)

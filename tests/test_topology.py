@@ -415,3 +415,43 @@ def test_constraint_rows_match_a_direct_sum_over_the_tree(t: Topology, rnd: Any)
         node = t.node(name)
         assert (node.limit_kw is not None) if phase is None else (node.limit_a[("L1", "L2", "L3").index(phase)]
                                                                   is not None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(trees(), st.randoms(use_true_random=False))
+def test_waterfill_is_max_min_fair_down_the_tree(t: Topology, rnd: Any) -> None:
+    from optivgi.topology_network import waterfill
+
+    keys = list(t.connector_keys)
+    steps = 3
+    net = t.network(keys, steps, site_limit_kw=[rnd.uniform(0, 60) for _ in range(steps)])
+    upper = np.array([[rnd.choice([0.0, 3.7, 7.4, 11.0, 22.0]) for _ in range(steps)] for _ in keys])
+    power = waterfill(net.matrix, net.limit_kw, upper)
+    assert np.all(power >= 0) and np.all(power <= upper + 1e-12)
+    load = net.loads(power)
+    assert np.all(load <= net.limit_kw + 1e-9)
+    a = net.matrix.toarray()
+    for k in range(steps):
+        for i in range(len(keys)):
+            if power[i, k] >= upper[i, k] - 1e-6:
+                continue
+            # Below its cap, an EV has a full node on which nobody gets more than it does.
+            rows = [r for r in np.flatnonzero(a[:, i] > 0) if load[r, k] >= net.limit_kw[r, k] - 1e-6]
+            assert any(power[i, k] >= power[a[r] > 0, k].max() - 1e-6 for r in rows), (i, k)
+
+
+def test_waterfill_on_the_rotated_supply() -> None:
+    from optivgi.topology_network import waterfill
+
+    # Twelve single-phase 32 A chargers rotated over a 3 x 63 A supply; four cars on L1, two on L2.
+    doc = {"name": "supply", "limit_a": 63, "children": [
+        {"name": f"ST-{i}", "phases": 1, "phase": f"L{i % 3 + 1}", "limit_a": 32, "connectors": [{"id": 1}]}
+        for i in range(12)]}
+    t = parse_topology(doc)
+    keys = list(t.connector_keys)
+    net = t.network(keys, 1)
+    upper = np.zeros((12, 1))
+    upper[[0, 3, 6, 9, 1, 4], 0] = 32 * V / 1000  # ST-0/3/6/9 on L1, ST-1/4 on L2
+    power = waterfill(net.matrix, net.limit_kw, upper)
+    assert power[[0, 3, 6, 9], 0] == pytest.approx([63 / 4 * V / 1000] * 4)
+    assert power[[1, 4], 0] == pytest.approx([31.5 * V / 1000] * 2)
