@@ -35,7 +35,15 @@ from optivgi.errors import ConfigurationError, ScenarioError
 from optivgi.models.ev import EV
 from optivgi.topology import DEFAULT_VOLTAGE, PHASES, Node, Topology, Wiring
 
-__all__ = ["KINDS", "TopologyError", "load_topology", "parse_topology", "scenario_topology"]
+__all__ = [
+    "KINDS",
+    "TopologyError",
+    "load_topology",
+    "parse_topology",
+    "render_topology",
+    "scenario_topology",
+    "topology_to_doc",
+]
 
 #: Node kinds a document may name; only ``station`` and ``connector`` change the meaning.
 KINDS = ("site", "grid", "transformer", "feeder", "panel", "circuit", "breaker", "group", "station")
@@ -260,3 +268,68 @@ def scenario_topology(doc: Mapping[str, Any], evs: Sequence[EV]) -> Topology | N
         if topology.connector((str(ev.station_id), ev.connector_id)) is None:
             raise ScenarioError(f"evs[{i}]: connector {ev.station_id}/{ev.connector_id} is not in the topology")
     return topology
+
+
+def _limits_doc(node: Node) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if node.limit_kw is not None:
+        out["limit_kw"] = node.limit_kw
+    amps = node.limit_a
+    if any(a is not None for a in amps):
+        out["limit_a"] = amps[0] if amps[0] == amps[1] == amps[2] else list(amps)
+    return out
+
+
+def _node_doc(node: Node) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": node.name, "kind": node.kind, **_limits_doc(node)}
+    conns = [c for c in node.children if c.key is not None]
+    if conns:
+        doc["station_id"] = conns[0].key[0] if conns[0].key else node.name
+        doc["connectors"] = []
+        for c in conns:
+            if c.key is None or c.wiring is None:
+                continue
+            entry: dict[str, Any] = {"id": c.key[1], "name": c.name, "phases": c.wiring.phases, **_limits_doc(c)}
+            if c.wiring.grid is not None:
+                entry["phase" if c.wiring.phases == 1 else "rotation"] = "".join(PHASES[g] for g in c.wiring.grid)
+            doc["connectors"].append(entry)
+    elif node.children:
+        doc["children"] = [_node_doc(child) for child in node.children]
+    return doc
+
+
+def topology_to_doc(topology: Topology) -> dict[str, Any]:
+    """The topology as a block :func:`parse_topology` reads back to the same tree."""
+    return {"voltage": topology.voltage, **_node_doc(topology.root)}
+
+
+def render_topology(topology: Topology) -> str:
+    """A text drawing of the tree, one node per line with its limits and wiring."""
+    lines: list[str] = []
+
+    def label(node: Node) -> str:
+        parts = [node.name, f"({node.kind})"]
+        if node.limit_kw is not None:
+            parts.append(f"{node.limit_kw:g} kW")
+        amps = node.limit_a
+        if any(a is not None for a in amps):
+            if amps[0] == amps[1] == amps[2]:
+                parts.append(f"{amps[0]:g} A/phase")
+            else:
+                parts.append(" ".join(f"{p} {a:g} A" for p, a in zip(PHASES, amps, strict=True) if a is not None))
+        if node.wiring is not None:
+            grid = node.wiring.grid
+            if node.wiring.phases == 1:
+                parts.append("1-phase on " + (PHASES[grid[0]] if grid else "unknown phase"))
+            else:
+                parts.append("3-phase " + "".join(PHASES[g] for g in grid or ()))
+        return " ".join(parts)
+
+    def walk(node: Node, prefix: str, last: bool, root: bool) -> None:
+        lines.append(label(node) if root else f"{prefix}{'`-- ' if last else '|-- '}{label(node)}")
+        inner = "" if root else prefix + ("    " if last else "|   ")
+        for i, child in enumerate(node.children):
+            walk(child, inner, i == len(node.children) - 1, False)
+
+    walk(topology.root, "", True, True)
+    return "\n".join(lines)

@@ -455,3 +455,31 @@ def test_waterfill_on_the_rotated_supply() -> None:
     power = waterfill(net.matrix, net.limit_kw, upper)
     assert power[[0, 3, 6, 9], 0] == pytest.approx([63 / 4 * V / 1000] * 4)
     assert power[[1, 4], 0] == pytest.approx([31.5 * V / 1000] * 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(trees())
+def test_a_topology_round_trips_through_its_document(t: Topology) -> None:
+    from optivgi.topology_io import topology_to_doc
+
+    doc = topology_to_doc(t)
+    back = parse_topology(json.loads(json.dumps(doc)))
+    assert topology_to_doc(back) == doc
+    assert back.connector_keys == t.connector_keys
+    for a, b in zip(t.nodes, back.nodes, strict=True):
+        assert (a.name, a.limit_kw, a.limit_a, a.key, a.wiring) == (b.name, b.limit_kw, b.limit_a, b.key, b.wiring)
+
+
+def test_render_draws_the_tree() -> None:
+    from optivgi.topology_io import render_topology
+
+    t = parse_topology({"name": "site", "limit_kw": 30, "children": [
+        {"name": "F", "limit_a": [40, None, 32], "children": [
+            {"name": "S", "phases": 1, "connectors": [{"id": 1, "phase": "L2"}, {"id": 2}]}]}]})
+    assert render_topology(t).splitlines() == [
+        "site (site) 30 kW",
+        "`-- F (panel) L1 40 A L3 32 A",
+        "    `-- S (station)",
+        "        |-- S/1 (connector) 1-phase on L2",
+        "        `-- S/2 (connector) 1-phase on unknown phase",
+    ]
