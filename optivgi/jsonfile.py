@@ -1,4 +1,4 @@
-"""Reading a JSON document from a file within the caps of :mod:`optivgi.limits`.
+"""Reading a JSON document from a file within the caps of :mod:`optivgi.caps`.
 
 Every problem (unreadable, too large, not UTF-8, not JSON, an integer of thousands of digits,
 nesting beyond the cap) raises the caller's exception class with a one-line message that starts

@@ -20,17 +20,20 @@ from datetime import datetime, timedelta
 
 import attrs
 import numpy as np
+import numpy.typing as npt
 
 from optivgi.algorithms.base import Algorithm, Problem
 from optivgi.algorithms.validate import validate_schedule
 from optivgi.clock import Clock, SystemClock
 from optivgi.config import Settings
 from optivgi.errors import OptiVGIError
+from optivgi.limits.base import LimitSource
 from optivgi.models.ev import EV
 from optivgi.models.profile import ChargingProfile
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
+from optivgi.topology import Topology
 from optivgi.translation import SendOutcome, Translation
 
 __all__ = ["CycleReport", "GroupResult", "Scheduler"]
@@ -102,6 +105,11 @@ class Scheduler:
         on_cycle: called with each :class:`CycleReport` (for printing or tests).
         coalesce_s: after a trigger, further triggers within this many seconds [clock time]
             are merged into the same cycle.
+        topology: the site tree; a group named like one of its nodes is planned within that
+            subtree, any other group within the whole tree.
+        limit_source: a live site limit; each step's limit is the lower of the translation's and
+            the source's (its forecast included). A drop of the source triggers a cycle at once
+            (unless the source already has a trigger).
     """
 
     def __init__(
@@ -113,8 +121,14 @@ class Scheduler:
         clock: Clock | None = None,
         on_cycle: Callable[[CycleReport], None] | None = None,
         coalesce_s: float = 0.2,
+        topology: Topology | None = None,
+        limit_source: LimitSource | None = None,
     ) -> None:
         self.translation = translation
+        self.topology = topology
+        self.limit_source = limit_source
+        if limit_source is not None and limit_source.trigger is None:
+            limit_source.trigger = self.trigger
         self.algorithm = algorithm
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -182,10 +196,14 @@ class Scheduler:
         over = reserved > problem.site_limit_kw
         scale[over] = problem.site_limit_kw[over] / reserved[over]
         pinned = pinned * scale[None, :]
+        network = problem.network
+        if network is not None:  # and within every node and phase of the site tree
+            pinned = network.fit(pinned, pinned_rows)
         # A scaled share below an EV's minimum cannot be regulated: pause it rather than break the rule.
         pinned[pinned < problem.min_power_kw[pinned_rows, None]] = 0.0
         rest_limit = np.maximum(problem.site_limit_kw - pinned.sum(axis=0), 0.0)
-        rest = plan(problem.select(~pinned_rows, rest_limit), self.algorithm)
+        rest_network = None if network is None else network.reserve(pinned, pinned_rows)
+        rest = plan(problem.select(~pinned_rows, rest_limit, rest_network), self.algorithm)
         power = problem.zeros()
         power[~pinned_rows] = rest.power_kw
         power[pinned_rows] = pinned
@@ -196,6 +214,26 @@ class Scheduler:
         return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, rest.algorithm,
                              rest.solve_seconds, note=note)
 
+    def _live_limits(self, now: datetime, resolution_s: int, n_steps: int) -> npt.NDArray[np.float64]:
+        """The limit source's series; its lowest value (else 0) when it fails: assume the worst."""
+        source = self.limit_source
+        if source is None:
+            return np.full(n_steps, np.inf)
+        try:
+            live = np.asarray(source.series(now, resolution_s, n_steps), dtype=np.float64)
+            if live.shape != (n_steps,) or not np.all(np.isfinite(live)) or np.any(live < 0):
+                raise ValueError(f"series must be {n_steps} finite numbers >= 0")
+            return live
+        except Exception as exc:  # a broken limit plugin must not stop the loop, nor lift the limit
+            try:
+                floor = float(source.lowest_kw())
+            except Exception:
+                floor = 0.0
+            floor = floor if math.isfinite(floor) and floor > 0 else 0.0
+            logger.error("limit source %s failed (%s: %s); planning with %g kW", source.name,
+                         type(exc).__name__, exc, floor)
+            return np.full(n_steps, floor)
+
     def _run_group(self, group: str, now: datetime) -> GroupResult:
         result = GroupResult(group)
         evs, voltage = self.translation.get_evs(group)
@@ -205,9 +243,17 @@ class Scheduler:
         site_voltage = voltage or self.settings.voltage
         result.evs = [ev if ev.voltage is not None else attrs.evolve(ev, voltage=site_voltage) for ev in evs]
         limits = self.translation.get_peak_power_demand(group, now, voltage)
-        site = SiteConstraints(limits, self.translation.get_prices(group, now))
-        problem = build_problem(result.evs, site, now, resolution_s=self.settings.resolution_s,
-                                n_steps=self.settings.n_steps)
+        prices = self.translation.get_prices(group, now)
+        n_steps, resolution = self.settings.n_steps, self.settings.resolution_s
+        if self.limit_source is not None:
+            live = self._live_limits(now, resolution, n_steps)
+            limits = [float(v) for v in np.minimum(SiteConstraints(limits).limit_series(n_steps), live)]
+        site = SiteConstraints(limits, prices)
+        topology = self.topology
+        if topology is not None and group in {node.name for node in topology.nodes}:
+            topology = topology.subtree(group)
+        problem = build_problem(result.evs, site, now, resolution_s=resolution, n_steps=n_steps,
+                                topology=topology, voltage=site_voltage)
         result.site_limit_kw = float(problem.site_limit_kw[0]) if problem.n_steps else 0.0
         if problem.n_evs and not bool((problem.end_step > problem.first_step).any()):
             horizon_end = now + timedelta(seconds=self.settings.horizon_s)

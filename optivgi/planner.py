@@ -16,12 +16,13 @@ from datetime import datetime
 
 import numpy as np
 
-from optivgi.algorithms.base import Algorithm, Problem
+from optivgi.algorithms.base import Algorithm, FloatArray, Problem
 from optivgi.algorithms.validate import validate_schedule
 from optivgi.errors import ScheduleValidationError
 from optivgi.models.ev import EV, to_utc
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
+from optivgi.topology import Topology
 
 __all__ = ["build_problem", "plan", "step_window"]
 
@@ -46,8 +47,15 @@ def build_problem(
     *,
     resolution_s: int = 60,
     n_steps: int = 480,
+    topology: Topology | None = None,
+    voltage: float | None = None,
 ) -> Problem:
     """Vectorise ``evs`` and ``site`` into a :class:`Problem` starting at ``now``.
+
+    With a ``topology``, the problem carries its node and phase limits
+    (:attr:`Problem.network`) for the EVs' connectors, amps converted at ``voltage`` (default:
+    the topology's); an EV on a connector the tree does not have is counted at the site, on
+    every phase.
 
     Raises:
         ValueError: two sessions share an ``ev_id``.
@@ -71,7 +79,19 @@ def build_problem(
         first_step=[w[0] for w in windows] or np.zeros(0, dtype=np.int64),
         end_step=[w[1] for w in windows] or np.zeros(0, dtype=np.int64),
         price_per_kwh=site.price_series(n_steps),
+        network=None if topology is None else topology.network(
+            [(str(ev.station_id), ev.connector_id) for ev in evs], n_steps, voltage=voltage),
     )
+
+
+def _fit_network(problem: Problem, algorithm: Algorithm, power: FloatArray) -> FloatArray:
+    """``power`` scaled into the site tree when ``algorithm`` does not honour it itself."""
+    if problem.network is None or algorithm.honours_network or problem.n_evs == 0:
+        return power
+    fitted = problem.network.fit(np.asarray(power, dtype=np.float64), np.ones(problem.n_evs, dtype=bool))
+    # Scaled below an EV's minimum, a power cannot be regulated: pause that EV instead.
+    fitted[(fitted > 0) & (fitted < problem.min_power_kw[:, None])] = 0.0
+    return fitted
 
 
 def plan(problem: Problem, algorithm: Algorithm, *, fallback: Algorithm | None = None) -> PowerSchedule:
@@ -85,7 +105,7 @@ def plan(problem: Problem, algorithm: Algorithm, *, fallback: Algorithm | None =
     t0 = time.perf_counter()
     try:
         power = algorithm.solve(problem)
-        power = validate_schedule(problem, power)
+        power = validate_schedule(problem, _fit_network(problem, algorithm, power))
         return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, algorithm.name,
                              time.perf_counter() - t0)
     except Exception as exc:  # any failure of a plugin algorithm falls back; the fallback must not
@@ -98,6 +118,6 @@ def plan(problem: Problem, algorithm: Algorithm, *, fallback: Algorithm | None =
         level = logging.ERROR if isinstance(exc, ScheduleValidationError) else logging.WARNING
         logger.log(level, "algorithm %r failed (%s: %s); using %r for this cycle",
                    algorithm.name, type(exc).__name__, exc, fallback.name)
-        power = validate_schedule(problem, fallback.solve(problem))
+        power = validate_schedule(problem, _fit_network(problem, fallback, fallback.solve(problem)))
         return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, fallback.name,
                              time.perf_counter() - t0, note=f"{algorithm.name} failed: {exc}")

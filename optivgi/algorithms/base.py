@@ -19,6 +19,7 @@ from optivgi.arrays import FloatArray, IntArray
 from optivgi.arrays import as_float as _as_float
 from optivgi.arrays import as_ids as _as_ids
 from optivgi.arrays import as_int as _as_int
+from optivgi.topology_network import NetworkConstraints
 
 __all__ = ["Algorithm", "FloatArray", "IntArray", "Problem"]
 
@@ -43,6 +44,9 @@ class Problem:
         first_step: ``(n,)`` first step of the window (inclusive), in ``[0, T]``.
         end_step: ``(n,)`` end of the window (exclusive), in ``[0, T]``.
         price_per_kwh: ``(T,)`` energy price per step, or ``None``.
+        network: the site tree's limits as sparse constraints on the rows (one per node and
+            phase; see :class:`~optivgi.topology.NetworkConstraints`), or ``None`` for a flat site.
+            ``network.matrix @ power <= network.limit_kw`` must hold in every step.
     """
 
     ids: tuple[str, ...] = attrs.field(converter=_as_ids)
@@ -57,6 +61,7 @@ class Problem:
     price_per_kwh: FloatArray | None = attrs.field(
         default=None, converter=attrs.converters.optional(_as_float)
     )
+    network: NetworkConstraints | None = None
 
     def __attrs_post_init__(self) -> None:
         n, t = len(self.ids), self.site_limit_kw.shape[0] if self.site_limit_kw.ndim == 1 else -1
@@ -81,6 +86,8 @@ class Problem:
             raise ValueError(f"'price_per_kwh' must have shape ({t},), got {self.price_per_kwh.shape}")
         if len(set(self.ids)) != n:
             raise ValueError("'ids' must be unique")
+        if self.network is not None and (self.network.matrix.shape[1] != n or self.network.limit_kw.shape[1:] != (t,)):
+            raise ValueError(f"'network' must have {n} columns and {t} steps")
 
     @property
     def n_evs(self) -> int:
@@ -102,8 +109,16 @@ class Problem:
         k = np.arange(self.n_steps)
         return (k[None, :] >= self.first_step[:, None]) & (k[None, :] < self.end_step[:, None])
 
-    def select(self, rows: npt.NDArray[np.bool_], site_limit_kw: FloatArray | None = None) -> Problem:
-        """The sub-problem of the EVs where ``rows`` is True, optionally with other site limits."""
+    def select(
+        self,
+        rows: npt.NDArray[np.bool_],
+        site_limit_kw: FloatArray | None = None,
+        network: NetworkConstraints | None = None,
+    ) -> Problem:
+        """The sub-problem of the EVs where ``rows`` is True, optionally with other site limits
+        (and other network limits, e.g. :meth:`NetworkConstraints.reserve`'s)."""
+        if network is None and self.network is not None:
+            network = self.network.select(rows)
         return attrs.evolve(
             self,
             ids=[i for i, keep in zip(self.ids, rows, strict=True) if keep],
@@ -113,6 +128,7 @@ class Problem:
             max_power_kw=self.max_power_kw[rows],
             first_step=self.first_step[rows],
             end_step=self.end_step[rows],
+            network=network,
         )
 
     def zeros(self) -> FloatArray:
@@ -131,6 +147,10 @@ class Algorithm(abc.ABC):
     """
 
     name: ClassVar[str] = "unnamed"
+    #: True when :meth:`solve` honours :attr:`Problem.network` (every node and phase of the site
+    #: tree). Otherwise the planner scales the schedule into the tree, EV by EV, before it is
+    #: validated: safe, but neither fair nor optimal across the tree.
+    honours_network: ClassVar[bool] = False
 
     @abc.abstractmethod
     def solve(self, problem: Problem) -> FloatArray:

@@ -11,8 +11,9 @@ import numpy as np
 
 from optivgi.algorithms.base import FloatArray, Problem
 from optivgi.errors import ScheduleValidationError
+from optivgi.topology_network import scale_into
 
-__all__ = ["TOLERANCE_KW", "validate_schedule"]
+__all__ = ["TOLERANCE_KW", "validate_network", "validate_schedule"]
 
 #: Absolute tolerance [kW] for solver round-off; far below any limit a charger can resolve.
 TOLERANCE_KW = 1e-6
@@ -92,4 +93,30 @@ def validate_schedule(problem: Problem, power_kw: FloatArray, *, tol: float = TO
         power = power * scale[None, :]
         # Scaling may nudge a power a hair under its min; such a power was within tol of it.
         power = np.where((power > 0) & (power < pmin), 0.0, power)
+    if problem.network is not None:
+        power = validate_network(problem, power, tol=tol)
     return power
+
+
+def validate_network(problem: Problem, power_kw: FloatArray, *, tol: float = TOLERANCE_KW) -> FloatArray:
+    """Check ``power_kw`` against every node and phase limit of ``problem.network`` and return it
+    cleaned (round-off within ``tol`` above a limit is scaled away, as for the site limit).
+
+    Raises:
+        ScheduleValidationError: naming the node, the phase, the step and the values.
+    """
+    network = problem.network
+    power = np.asarray(power_kw, dtype=np.float64)
+    if network is None or network.n_rows == 0 or problem.n_evs == 0:
+        return power
+    violations = network.violations(power, tol_kw=tol, most=1)
+    if violations:
+        count = network.count_violations(power, tol_kw=tol)
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        raise ScheduleValidationError(f"{violations[0]}{more}")
+    load = network.loads(power)
+    if not np.any(load > network.limit_kw):
+        return power
+    # Each EV takes the smallest factor of the rows it is on that are a hair over their limit.
+    power = power * scale_into(network.matrix, load, network.limit_kw)
+    return np.where((power > 0) & (power < problem.min_power_kw[:, None]), 0.0, power)

@@ -187,7 +187,7 @@ class Scenario:
             Path(path).stat()
         except OSError as exc:
             raise ScenarioError(f"cannot read scenario {path}: {exc.strerror or exc}") from None
-        # Size, encoding, nesting and digit caps as for every scenario file (optivgi.limits).
+        # Size, encoding, nesting and digit caps as for every scenario file (optivgi.caps).
         data = read_json_file(path, ScenarioError)
         if isinstance(data, Mapping) and isinstance(data.get("sessions"), list) and len(data["sessions"]) > MAX_EVS:
             raise ScenarioError(f"{path}: sessions: at most {MAX_EVS} sessions, got {len(data['sessions'])}")
