@@ -286,7 +286,7 @@ class RabbitNode:
             raise ServiceFailed(f"the private RabbitMQ node did not start:\n{_tail(log)}")
         self.url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2F"
 
-    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def ctl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """``rabbitmqctl -n <private node> ARGS`` (only for the private node)."""
         if not self.private or self._bin is None:
             raise RuntimeError("rabbitmqctl is only used on the run's private node")

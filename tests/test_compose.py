@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from support import require_shared
 
 from optivgi.config import Settings, read_dotenv
 from optivgi_citrineos import queries
@@ -23,7 +24,7 @@ from optivgi_citrineos.simulator.config import SimulatorConfig, default_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "citrineos"
-CONTRACT_SCHEMA = ROOT.parent / "shared" / "citrineos-contract" / "db-schema.txt"
+CONTRACT_SCHEMA = "citrineos-contract/db-schema.txt"  # in ../shared
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}")
 
@@ -256,7 +257,7 @@ def _recorded_foreign_keys() -> tuple[list[list[str]], dict[str, set[str]]]:
     fks: list[list[str]] = []
     columns: dict[str, set[str]] = {}
     table = None
-    for line in CONTRACT_SCHEMA.read_text(encoding="utf-8").splitlines():
+    for line in require_shared(CONTRACT_SCHEMA).read_text(encoding="utf-8").splitlines():
         header = re.search(r'Table "public\.(\w+)"', line)
         if header:
             table = header.group(1)

@@ -128,7 +128,7 @@ class Recorder:
             self.reasons.append(reason)
             self._cond.notify_all()
 
-    def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float = 10.0) -> bool:
+    def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float = 60.0) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self.reasons), timeout)
 
@@ -163,7 +163,7 @@ def make_listener(station: str, amqp_url: str) -> Iterator[Callable[..., Citrine
         listener = CitrineOSListener(amqp_url, exchange=EXCHANGE, **kw)
         listener.start()
         started.append(listener)
-        assert listener.wait_ready(10), f"the listener did not start consuming: is RabbitMQ at {amqp_url} up?"
+        assert listener.wait_ready(60), f"the listener did not start consuming: is RabbitMQ at {amqp_url} up?"
         return listener
 
     yield make
@@ -300,7 +300,7 @@ def test_profile_answers_are_correlated_and_never_trigger(
     publisher.publish(station, "SetChargingProfile", {"status": "Rejected"}, state=2, correlation_id=rcid)
     publisher.publish(station, "StatusNotification", {"connectorId": 1, "status": "Charging"})
 
-    assert mine.wait(10) and rejected.wait(10)
+    assert mine.wait(60) and rejected.wait(60)
     assert (mine.correlation_id, mine.status) == (cid, "Accepted")
     assert (rejected.correlation_id, rejected.status) == (rcid, "Rejected")
     assert recorder.wait_for(lambda r: len(r) >= 1)
@@ -351,8 +351,8 @@ def test_reconnects_after_the_broker_drops_its_connection(
         missing(str(exc))
     assert closed == 1
 
-    assert wait_until(lambda: listener.connection_count >= 2 and listener.is_consuming, 10.0), (
-        f"the listener did not consume again within 10 s (connections: {listener.connection_count})"
+    assert wait_until(lambda: listener.connection_count >= 2 and listener.is_consuming, 60.0), (
+        f"the listener did not consume again within 60 s (connections: {listener.connection_count})"
     )
     assert listener.queue_name != first_queue
 
