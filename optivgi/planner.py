@@ -71,6 +71,7 @@ def build_problem(
         first_step=[w[0] for w in windows] or np.zeros(0, dtype=np.int64),
         end_step=[w[1] for w in windows] or np.zeros(0, dtype=np.int64),
         price_per_kwh=site.price_series(n_steps),
+        delivered_kwh=[ev.delivered_kwh for ev in evs] or np.zeros(0),
     )
 
 
