@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench.py [--scenarios DIR] [--repeat 3] [--algorithms go equal-share ...]
+    python benchmarks/bench.py [--scenarios DIR|FILE|NAME ...] [--repeat 3] [--algorithms go equal-share ...]
+                               [--quick] [--closed-loop-max-evs 200] [--no-closed-loop]
 
 Each algorithm x scenario pair runs in a fresh subprocess (so one algorithm's imports, caches
 and memory never colour another's figures). The subprocess imports the algorithm, loads the
@@ -16,8 +17,16 @@ a ``.npy`` file and is scored here against bounds computed independently of ever
 * max-min fraction: LP relaxation maximising the least delivered fraction over servable EVs
   (need > 0, a non-empty window and max power > 0).
 
-Both LPs use ``scipy.optimize.linprog(method="highs")`` with sparse constraint matrices. The
-table is also written to ``benchmarks/results/latest.md``.
+Both LPs use ``scipy.optimize.linprog(method="highs")`` with sparse constraint matrices.
+
+A second table replays every scenario in closed loop (``optivgi.simulate``: one planning cycle
+per step and per arrival/departure, only connected EVs known), with departures unknown (the
+horizon end, as on OCPP 1.6) and known, and scores what was delivered against the same offline
+bounds; see ``benchmarks/closed_loop.py``. Scenarios with more EVs than
+``--closed-loop-max-evs`` (default 200) are listed as skipped there: a replay runs ~480 cycles.
+``--quick`` means one timed run offline and closed loop only up to 50 EVs.
+
+Both tables are also written to ``benchmarks/results/latest.md``.
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from optivgi.algorithms.base import Problem
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import closed_loop  # the closed-loop table, beside this file
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIOS = REPO.parent / "shared" / "scenarios"
@@ -198,20 +210,80 @@ def _fmt(x: float | None, spec: str) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def _scenario_files(specs: list[str] | None) -> list[Path]:
+    """Scenario files from folders, files or names (a name is looked up in the default folder)."""
+    files: list[Path] = []
+    for spec in specs or [str(DEFAULT_SCENARIOS)]:
+        path = Path(spec)
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.json")))
+        elif path.is_file():
+            files.append(path)
+        elif (DEFAULT_SCENARIOS / f"{spec}.json").is_file():
+            files.append(DEFAULT_SCENARIOS / f"{spec}.json")
+        else:
+            raise SystemExit(f"bench: no scenario folder, file or name {spec!r}")
+    return files
+
+
+def _offline_row(f: Path, name: str, args: argparse.Namespace, tmp: str, problem: Problem, bounds: Bounds) -> str:
+    npy = os.path.join(tmp, f"{f.stem}.{name}.npy")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(f), name, str(args.repeat), npy]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return f"| {f.stem} | {name} | timeout > {args.timeout:g} s |  |  |  |  |  |  |  |"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]
+        return f"| {f.stem} | {name} | error: {err} |  |  |  |  |  |  |  |"
+    res = json.loads(lines[-1])
+    if res["error"] or not os.path.exists(npy):
+        return f"| {f.stem} | {name} | error: {str(res['error'])[:120]} |  |  |  |  |  |  |  |"
+    power = np.load(npy)
+    sc = score(problem, power)
+    med = statistics.median(res["times"])
+    frac = sc.delivered_kwh / bounds.max_energy_kwh if bounds.max_energy_kwh > 0 else None
+    deliv = (f"{sc.delivered_kwh:.2f} / {bounds.max_energy_kwh:.2f} kWh"
+             + (f" ({frac:.4f})" if frac is not None else ""))
+    worst = f"{_fmt(sc.worst_fraction, '.4f')} ({_fmt(bounds.max_min_fraction, '.4f')})"
+    mem = f"{res['peak_mib']:.1f} (+{res['peak_mib'] - res['baseline_mib']:.1f})"
+    valid = sc.valid if sc.valid == "ok" else sc.valid[:80]
+    return (f"| {f.stem} | {name} | {med:.4f} | {mem} | {res['traced_mib']:.1f} | {deliv} | {worst} | "
+            f"{sc.site_violation_kw:.2g} | {sc.ev_max_violation_kw:.2g} | {valid} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenarios", type=Path, default=DEFAULT_SCENARIOS, help="folder of scenario *.json")
+    ap.add_argument("--scenarios", nargs="+", metavar="DIR|FILE|NAME",
+                    help=f"scenario folders, files or names (default: every file in {DEFAULT_SCENARIOS})")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per pair (median is shown)")
     ap.add_argument("--algorithms", nargs="*", help="entry-point names (default: all registered)")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per algorithm x scenario")
-    ap.add_argument("--output", type=Path, default=RESULTS, help="markdown file for the table")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per algorithm x scenario (x departures)")
+    ap.add_argument("--output", type=Path, default=RESULTS, help="markdown file for the tables")
+    ap.add_argument("--quick", action="store_true",
+                    help="one timed run offline; closed loop only for scenarios with at most 50 EVs")
+    ap.add_argument("--closed-loop-max-evs", type=int, default=None,
+                    help="closed loop only for scenarios with at most this many EVs (default 200; 50 with --quick)")
+    ap.add_argument("--no-closed-loop", action="store_true", help="the offline table only")
+    ap.add_argument("--no-offline", action="store_true", help="the closed-loop table only")
+    ap.add_argument("--departures", nargs="+", choices=["unknown", "known"], default=["unknown", "known"],
+                    help="departure modes of the closed loop")
     ap.add_argument("--worker", nargs=4, metavar=("SCENARIO", "ALGORITHM", "REPEAT", "NPY"),
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--closed-worker", nargs=3, metavar=("SCENARIO", "ALGORITHM", "DEPARTURES"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.worker[0], args.worker[1], int(args.worker[2]), args.worker[3])
         return 0
+    if args.closed_worker:
+        closed_loop.closed_worker(*args.closed_worker, hwm=_hwm_mib)
+        return 0
+    if args.quick:
+        args.repeat = 1
+    max_evs = args.closed_loop_max_evs if args.closed_loop_max_evs is not None else (50 if args.quick else 200)
 
     from optivgi.scenario import load_scenario
 
@@ -221,65 +293,66 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown algorithm(s) {sorted(unknown)}; registered: {names}")
         names = list(args.algorithms)
-    files = sorted(args.scenarios.glob("*.json"))
+    files = _scenario_files(args.scenarios)
     if not files:
-        ap.error(f"no scenario files in {args.scenarios}")
+        ap.error("no scenario files found")
 
+    started = time.perf_counter()
     header = ("| scenario | algorithm | build+solve [s] (median) | peak RSS [MiB] (Δ over baseline) | "
               "tracemalloc peak [MiB] | "
               "delivered / bound | worst-EV fraction (max-min bound) | max site violation [kW] | "
               "max EV-max violation [kW] | validator |")
-    rows = [header, "|" + "---|" * 10]
+    rows = ["## Offline (one plan of the whole scenario)", "", header, "|" + "---|" * 10]
     notes: list[str] = []
-    print(header, flush=True)
-    print(rows[1], flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    closed = ["## Closed loop (optivgi simulate: a cycle per step and per arrival/departure)", "",
+              closed_loop.HEADER, closed_loop.SEPARATOR]
+
+    def save() -> None:
+        parts = [] if args.no_offline else ["\n".join(rows)]
+        if not args.no_closed_loop:
+            parts.append("\n".join(closed))
+        parts.append("\n".join(f"- {n}" for n in notes))
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+
+    bounds_by: dict[Path, tuple[int, Bounds]] = {}
+    for f in files:
+        scenario = load_scenario(f)
+        problem = scenario.to_problem()
+        bounds = compute_bounds(problem)
+        bounds_by[f] = (len(scenario.evs), bounds)
+        notes.append(f"{f.stem}: bounds in {bounds.seconds:.2f} s (max energy {bounds.max_energy_kwh:.2f} kWh)")
+    if not args.no_offline:
+        print("\n".join(rows), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            for f in files:
+                problem = load_scenario(f).to_problem()
+                for name in names:
+                    row = _offline_row(f, name, args, tmp, problem, bounds_by[f][1])
+                    rows.append(row)
+                    print(row, flush=True)
+        save()
+    offline_s = time.perf_counter() - started
+    if not args.no_closed_loop:
+        print("\n" + "\n".join(closed), flush=True)
         for f in files:
-            problem = load_scenario(f).to_problem()
-            bounds = compute_bounds(problem)
-            notes.append(f"{f.stem}: bounds in {bounds.seconds:.2f} s (max energy {bounds.max_energy_kwh:.2f} kWh)")
+            n_evs, bounds = bounds_by[f]
             for name in names:
-                npy = os.path.join(tmp, f"{f.stem}.{name}.npy")
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(f), name,
-                       str(args.repeat), npy]
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
-                                          check=False)
-                except subprocess.TimeoutExpired:
-                    row = f"| {f.stem} | {name} | timeout > {args.timeout:g} s |  |  |  |  |  |  |  |"
-                    rows.append(row)
+                for departures in args.departures:
+                    if n_evs > max_evs:
+                        row = closed_loop.skipped_row(f, name, departures,
+                                                      f"{n_evs} EVs > {max_evs} (--closed-loop-max-evs)")
+                    else:
+                        row = closed_loop.run_one(Path(__file__).resolve(), f, name, departures,
+                                                  bounds.max_energy_kwh, bounds.max_min_fraction, args.timeout)
+                    closed.append(row)
                     print(row, flush=True)
-                    continue
-                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-                if proc.returncode != 0 or not lines:
-                    err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]
-                    row = f"| {f.stem} | {name} | error: {err} |  |  |  |  |  |  |  |"
-                    rows.append(row)
-                    print(row, flush=True)
-                    continue
-                res = json.loads(lines[-1])
-                if res["error"] or not os.path.exists(npy):
-                    row = f"| {f.stem} | {name} | error: {str(res['error'])[:120]} |  |  |  |  |  |  |  |"
-                    rows.append(row)
-                    print(row, flush=True)
-                    continue
-                power = np.load(npy)
-                sc = score(problem, power)
-                med = statistics.median(res["times"])
-                frac = sc.delivered_kwh / bounds.max_energy_kwh if bounds.max_energy_kwh > 0 else None
-                deliv = (f"{sc.delivered_kwh:.2f} / {bounds.max_energy_kwh:.2f} kWh"
-                         + (f" ({frac:.4f})" if frac is not None else ""))
-                worst = f"{_fmt(sc.worst_fraction, '.4f')} ({_fmt(bounds.max_min_fraction, '.4f')})"
-                mem = f"{res['peak_mib']:.1f} (+{res['peak_mib'] - res['baseline_mib']:.1f})"
-                valid = sc.valid if sc.valid == "ok" else sc.valid[:80]
-                row = (f"| {f.stem} | {name} | {med:.4f} | {mem} | {res['traced_mib']:.1f} | {deliv} | {worst} | "
-                       f"{sc.site_violation_kw:.2g} | {sc.ev_max_violation_kw:.2g} | {valid} |")
-                rows.append(row)
-                print(row, flush=True)
-    text = "\n".join(rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    print(f"\nwritten to {args.output}", file=sys.stderr)
+            save()
+    total = time.perf_counter() - started
+    notes.append(f"bench wall time {total:.0f} s (offline {offline_s:.0f} s, closed loop {total - offline_s:.0f} s), "
+                 f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    save()
+    print(f"\n{notes[-1]}\nwritten to {args.output}", file=sys.stderr)
     return 0
 
 

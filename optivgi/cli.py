@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from optivgi.cli_simulate import simulate_command
 from optivgi.config import Settings
 from optivgi.errors import OptiVGIError
 from optivgi.plugins import (
@@ -177,6 +178,9 @@ def demo(algorithm: str, scenario: Path | None, speed: float, known_departures: 
         raise _fail(exc) from None
     if not result.within_limit:
         raise click.ClickException(f"site limit exceeded: peak {result.peak_kw:.3f} kW > {result.limit_kw:.3f} kW")
+
+
+main.add_command(simulate_command)
 
 
 def _attach_plugin_commands() -> None:

@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["AcceleratedClock", "Clock", "SystemClock"]
+__all__ = ["AcceleratedClock", "Clock", "ManualClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -50,3 +50,32 @@ class AcceleratedClock:
     def real_seconds(self, seconds: float) -> float:
         """Wall-clock seconds for ``seconds`` of simulated time."""
         return seconds / self.speed
+
+
+class ManualClock:
+    """A clock that only moves when told to: for deterministic replays and tests.
+
+    Its time is whatever :meth:`set` last made it; :meth:`real_seconds` is 0, so a scheduler
+    driven by it never waits.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        """The time last set."""
+        return self._now
+
+    def set(self, t: datetime) -> None:
+        """Move to ``t``.
+
+        Raises:
+            ValueError: ``t`` lies before the current time (a replay never goes back).
+        """
+        if t < self._now:
+            raise ValueError(f"a manual clock never goes back: {t.isoformat()} < {self._now.isoformat()}")
+        self._now = t
+
+    def real_seconds(self, seconds: float) -> float:
+        """Always 0: a manual clock is never waited for."""
+        return 0.0

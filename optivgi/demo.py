@@ -1,36 +1,47 @@
-"""``optivgi demo``: the reference curtailment scenario on the simulated site, no CSMS needed."""
+"""``optivgi demo``: the reference curtailment scenario on the simulated site, no CSMS needed.
+
+The numbers come from the closed-loop replay of :func:`optivgi.simulate.simulate` (simulated
+time, no wall clock), so they are the same at any ``speed``: the speed only paces the output
+for a person watching it.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import attrs
 
 from optivgi.algorithms.base import Algorithm
-from optivgi.clock import AcceleratedClock
-from optivgi.config import Settings
-from optivgi.loop import CycleReport, Scheduler
+from optivgi.loop import CycleReport
 from optivgi.report import CurtailmentReporter
 from optivgi.scenario import Scenario
-from optivgi.simulated import SimEvent, SimulatedTranslation, default_scenario
+from optivgi.simulate import SimulationResult, simulate
+from optivgi.simulated import SimEvent, default_scenario
 
 __all__ = ["DemoResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-#: Tolerance [kW] when checking the site limit: solver round-off only.
-_TOL_KW = 1e-6
-
 
 @attrs.define
 class DemoResult:
-    """What a demo run did."""
+    """What a demo run did.
+
+    Attributes:
+        scenario: the replayed scenario.
+        simulation: the closed-loop replay (per-EV outcomes, realised power, totals).
+        reports: every cycle's report.
+        allocations: (planning start, {ev_id: kW}) of every successful cycle.
+        peak_kw: highest site power drawn [kW].
+        limit_kw: the site limit of the first step [kW].
+    """
 
     scenario: Scenario
-    translation: SimulatedTranslation
+    simulation: SimulationResult
     reports: list[CycleReport]
     allocations: list[tuple[datetime, dict[str, float]]]
     peak_kw: float
@@ -39,7 +50,11 @@ class DemoResult:
     @property
     def within_limit(self) -> bool:
         """True when the site never drew more than its limit."""
-        return self.peak_kw <= self.limit_kw + _TOL_KW
+        return self.simulation.within_limit
+
+    def delivered_kwh(self) -> dict[str, float]:
+        """Energy [kWh] delivered to each EV by its departure."""
+        return {e.ev_id: e.delivered_kwh for e in self.simulation.evs}
 
 
 def run_demo(
@@ -50,74 +65,69 @@ def run_demo(
     known_departures: bool = False,
     plot: Path | None = None,
     echo: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> DemoResult:
     """Replay ``scenario`` (default: the embedded seed demo) under ``algorithm`` and report.
 
-    The simulation clock runs ``speed`` times faster than the wall clock; cycles run on each
-    arrival and departure and every simulated minute. ``echo`` receives every output line.
+    Cycles run at every step and on each arrival and departure, in simulated time. Output is
+    paced for display: before each line stamped ``t``, ``sleep`` is called with the simulated
+    time since the previous one divided by ``speed`` (pass ``sleep=lambda s: None`` for no
+    pacing). ``echo`` receives every output line. The results do not depend on ``speed``.
     """
+    if not speed > 0:
+        raise ValueError(f"'speed' must be > 0, got {speed!r}")
     scenario = scenario or default_scenario()
-    clock = AcceleratedClock(scenario.now, speed)
     names = {str(ev.ev_id): f"EV {i + 1}" for i, ev in enumerate(scenario.evs)}
     reporter = CurtailmentReporter(echo, names=names)
+    shown = [scenario.now]
 
-    def say(t: datetime, text: str) -> None:
-        reporter.say(t, text)
+    def pace(t: datetime) -> None:
+        gap = (t - shown[0]).total_seconds()
+        if gap > 0:
+            sleep(gap / speed)
+            shown[0] = t
 
     def on_event(event: SimEvent) -> None:
         ev = event.ev
         name = names[str(ev.ev_id)]
+        pace(event.time)
         if event.kind == "arrival":
-            say(event.time, f"{name} arrived — max {ev.max_power_kw:.2f} kW at {ev.station_id}/{ev.connector_id}, "
-                            f"needs {ev.energy_kwh:.1f} kWh")
+            reporter.say(event.time, f"{name} arrived — max {ev.max_power_kw:.2f} kW at "
+                                     f"{ev.station_id}/{ev.connector_id}, needs {ev.energy_kwh:.1f} kWh")
         else:
-            got = translation.delivered_kwh()[str(ev.ev_id)]
-            say(event.time, f"{name} departed — delivered {got:.2f} of {ev.energy_kwh:.1f} kWh")
+            reporter.say(event.time, f"{name} departed — delivered {event.delivered_kwh:.2f} of "
+                                     f"{ev.energy_kwh:.1f} kWh")
 
-    translation = SimulatedTranslation(scenario, clock=clock, known_departures=known_departures,
-                                       on_event=on_event)
-    limit0 = float(scenario.site.limit_series(1)[0])
-    settings = Settings(translation="simulated", algorithm=algorithm.name,
-                        site_power_limit_kw=limit0, resolution_s=scenario.resolution_s,
-                        horizon_s=scenario.horizon_s, interval_s=60.0, charging_rate_unit="W")
     reports: list[CycleReport] = []
 
     def on_cycle(report: CycleReport) -> None:
+        pace(report.now)
         reports.append(report)
-        try:
-            reporter(report)
-        finally:
-            if translation.finished:
-                scheduler.stop()
+        reporter(report)
 
-    scheduler = Scheduler(translation, algorithm, settings, clock=clock, on_cycle=on_cycle, coalesce_s=1.0)
+    limit0 = float(scenario.site.limit_series(1)[0])
     echo(f"opti-vgi demo: {scenario.name} — {len(scenario.evs)} EVs, site limit {limit0:.1f} kW, "
-         f"algorithm {algorithm.name}, clock x{speed:g}, departures "
+         f"algorithm {algorithm.name}, shown at x{speed:g} (results do not depend on it), departures "
          f"{'known' if known_departures else 'unknown (horizon end assumed)'}")
-    with translation:
-        translation.attach(scheduler.trigger)
-        scheduler.run()
-    translation.advance(clock.now())
-
-    peak = float(translation.site_power_kw().max()) if translation.timeline else 0.0
+    result = simulate(scenario, algorithm, known_departures=known_departures, on_cycle=on_cycle,
+                      on_event=on_event)
+    peak = result.peak_kw
     echo("")
     echo("Summary")
     echo(f"{'EV':<8}{'station':<22}{'delivered kWh':>14}{'needed kWh':>12}{'share':>8}")
-    delivered = translation.delivered_kwh()
-    for ev in scenario.evs:
-        got = delivered[str(ev.ev_id)]
-        need = ev.energy_kwh
-        echo(f"{names[str(ev.ev_id)]:<8}{f'{ev.station_id}/{ev.connector_id}':<22}{got:>14.3f}{need:>12.1f}"
-             f"{(got / need if need else 1.0):>8.1%}")
+    for e in result.evs:
+        echo(f"{names[e.ev_id]:<8}{e.station:<22}{e.delivered_kwh:>14.3f}{e.needed_kwh:>12.1f}{e.fraction:>8.1%}")
     echo(f"peak site power {peak:.2f} kW (limit {limit0:.2f} kW) — "
-         f"{'within the limit' if peak <= limit0 + _TOL_KW else 'LIMIT EXCEEDED'}; "
-         f"{scheduler.cycles} cycles, {scheduler.failed_cycles} failed")
-    result = DemoResult(scenario, translation, reports, reporter.allocations, peak, limit0)
+         f"{'within the limit' if result.within_limit else 'LIMIT EXCEEDED'}; "
+         f"{result.cycles} cycles, {result.failed_cycles} failed")
+    demo = DemoResult(scenario, result, reports, reporter.allocations, peak, limit0)
     if plot is not None:
         from optivgi.plotting import plot_stacked_power
 
-        times = [t for t, _ in translation.timeline]
-        series = {names[k]: [p[k] for _, p in translation.timeline] for k in names}
-        plot_stacked_power(times, series, limit0, plot, title=f"opti-vgi demo: {scenario.name} ({algorithm.name})")
+        steps = [scenario.now + timedelta(seconds=k * scenario.resolution_s) for k in range(scenario.n_steps)]
+        last = max((i for i in range(scenario.n_steps) if result.power_kw[:, i].any()), default=0) + 2
+        series = {names[e.ev_id]: result.power_kw[i, :last] for i, e in enumerate(result.evs)}
+        plot_stacked_power(steps[:last], series, result.site_limit_kw[:last], plot,
+                           title=f"opti-vgi demo: {scenario.name} ({algorithm.name})")
         echo(f"plot written to {plot}")
-    return result
+    return demo

@@ -150,7 +150,7 @@ class Scheduler:
         unit = self.settings.charging_rate_unit
         profiles: dict[EV, ChargingProfile] = {}
         for ev, row in zip(evs, schedule.power_kw, strict=True):
-            ev.power = [float(p) for p in row]
+            ev.power = row.tolist()
             if not ev.active:
                 continue  # an expected EV is planned for, but there is no charger to tell yet
             profiles[ev] = ChargingProfile.from_power(

@@ -1,9 +1,10 @@
 """The built-in ``simulated`` translation: a site replayed from a scenario, no CSMS needed.
 
 It behaves like a small OCPP 1.6 site: EVs plug in and leave at the scenario's times on a
-(possibly accelerated) clock, each draws ``min(max power, the limit of its latest profile)``
-until it has its energy, and the planner is not told departure times unless
-``known_departures`` is set (then it assumes the end of the horizon, as a real 1.6 site must).
+(possibly accelerated, or manual) clock, each draws ``min(max power, the limit of its latest
+profile)`` until it has its energy (less in the battery taper, when a battery size is given),
+and the planner is told the real departure times only when ``known_departures`` is set
+(otherwise every departure is assumed at the end of the horizon, as a real OCPP 1.6 site must).
 A newly plugged EV draws nothing until its first profile arrives (like a connector held at
 0 A by a default profile), so a site already at its limit is never pushed over it by an
 arrival. Energy is integrated exactly between events, and every change of site power is kept
@@ -12,7 +13,9 @@ in :attr:`SimulatedTranslation.timeline`.
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -30,9 +33,12 @@ from optivgi.models.profile import ChargingProfile
 from optivgi.scenario import Scenario, load_scenario, parse_scenario
 from optivgi.translation import SendOutcome, Translation, TriggerFn
 
-__all__ = ["SimEvent", "SimulatedTranslation", "default_scenario"]
+__all__ = ["TAPER_START_SOC", "SimEvent", "SimulatedTranslation", "default_scenario"]
 
 logger = logging.getLogger(__name__)
+
+# The EV model carries the energy already delivered in a session on newer versions.
+_HAS_DELIVERED = "delivered_kwh" in attrs.fields_dict(EV)
 
 
 def default_scenario() -> Scenario:
@@ -50,6 +56,13 @@ class SimEvent:
     time: datetime
     kind: str  # "arrival" or "departure"
     ev: EV
+    #: Energy [kWh] delivered to the EV when the event fired (its total, for a departure).
+    delivered_kwh: float = 0.0
+
+
+#: Taper of the optional battery model: constant power until this share of the battery is
+#: full, then linear to 0 at full (the same model as the CitrineOS charger simulator's car).
+TAPER_START_SOC = 0.8
 
 
 @attrs.define
@@ -57,8 +70,21 @@ class _State:
     ev: EV
     delivered_kwh: float = 0.0
     profile: ChargingProfile | None = None
+    # The profile's period starts [s] and limits [kW], cached for bisection.
+    starts: list[int] = attrs.field(factory=list)
+    limits_kw: list[float] = attrs.field(factory=list)
+    #: Seconds the profile held the car below what it could draw, while the site was full / had room.
+    held_full_s: float = 0.0
+    held_room_s: float = 0.0
 
-    def limit_kw(self, t: datetime, voltage: float) -> float:
+    def set_profile(self, profile: ChargingProfile, voltage: float) -> None:
+        self.profile = profile
+        v = self.ev.voltage or voltage
+        self.starts = [p.start_period for p in profile.periods]
+        self.limits_kw = [profile.unit.limit_to_kw(p.limit, v, p.number_phases or self.ev.phases)
+                          for p in profile.periods]
+
+    def limit_kw(self, t: datetime) -> float:
         """The profile's limit [kW] in force at ``t`` (0 before the first profile)."""
         p = self.profile
         if p is None:
@@ -66,7 +92,19 @@ class _State:
         offset = (t - p.start_schedule).total_seconds()
         if p.duration is not None and offset >= p.duration:
             return 0.0
-        return p.limit_kw_at(offset, self.ev.voltage or voltage, self.ev.phases)
+        return self.limits_kw[max(bisect.bisect_right(self.starts, offset) - 1, 0)]
+
+    def next_change(self, t: datetime) -> datetime | None:
+        """The first time after ``t`` at which the profile's limit changes."""
+        p = self.profile
+        if p is None:
+            return None
+        offset = (t - p.start_schedule).total_seconds()
+        i = bisect.bisect_right(self.starts, offset)
+        candidates = [self.starts[i]] if i < len(self.starts) else []
+        if p.duration is not None and p.duration > offset:
+            candidates.append(p.duration)
+        return p.start_schedule + timedelta(seconds=min(candidates)) if candidates else None
 
 
 class SimulatedTranslation(Translation):
@@ -79,6 +117,12 @@ class SimulatedTranslation(Translation):
         horizon_s: planning horizon [s], used as the assumed departure when unknown.
         on_event: called with each arrival/departure as it happens.
         voltage: the site's voltage [V], reported to the planner and used for amp limits.
+        battery_kwh: battery size [kWh] of every car for the optional taper: each session ends
+            with a full battery, and a car accepts its max power up to 80 % state of charge,
+            then linearly less down to 0 at 100 % (None: no taper, a car draws its max until
+            its need is met).
+        keep_timeline: keep every change of drawn power in :attr:`timeline` (a long replay of a
+            large fleet may switch it off; :attr:`segments` is always kept).
     """
 
     def __init__(
@@ -90,13 +134,19 @@ class SimulatedTranslation(Translation):
         horizon_s: int = 8 * 3600,
         on_event: Callable[[SimEvent], None] | None = None,
         voltage: float = 240.0,
+        battery_kwh: float | None = None,
+        keep_timeline: bool = True,
     ) -> None:
+        if battery_kwh is not None and not battery_kwh > 0:
+            raise ValueError(f"'battery_kwh' must be > 0, got {battery_kwh!r}")
         self.voltage = voltage
         self.scenario = scenario or default_scenario()
         self.clock: Clock = clock or AcceleratedClock(self.scenario.now, 1.0)
         self.known_departures = known_departures
         self.horizon_s = horizon_s
         self.on_event = on_event
+        self.battery_kwh = battery_kwh
+        self.keep_timeline = keep_timeline
         self._states = {str(ev.ev_id): _State(ev) for ev in self.scenario.evs}
         self._lock = threading.RLock()
         self._t = self.scenario.now
@@ -105,9 +155,13 @@ class SimulatedTranslation(Translation):
             + [SimEvent(ev.departure_time, "departure", ev) for ev in self.scenario.evs],
             key=lambda e: (e.time, e.kind == "arrival"),
         )
+        self._event_times = sorted({e.time for e in self._events})
         self._next_event = 0
-        #: (time, {ev_id: kW}) at every change of drawn power.
+        self._limits = self.scenario.site.limit_series(self.scenario.n_steps)
+        #: (time, {ev_id: kW}) at every change of drawn power (when ``keep_timeline``).
         self.timeline: list[tuple[datetime, dict[str, float]]] = []
+        #: (start, end, site power [kW], site limit [kW]) of every integrated segment.
+        self.segments: list[tuple[datetime, datetime, float, float]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._trigger: TriggerFn | None = None
@@ -131,54 +185,111 @@ class SimulatedTranslation(Translation):
     def _present(self, st: _State, t: datetime) -> bool:
         return st.ev.arrival_time <= t < st.ev.departure_time
 
-    def _draw_kw(self, st: _State, t: datetime) -> float:
-        if not self._present(st, t) or st.delivered_kwh >= st.ev.energy_kwh - 1e-9:
+    def _accept_kw(self, st: _State) -> float:
+        """What the car itself accepts now [kW]: its max, less in the battery's taper."""
+        remaining = st.ev.energy_kwh - st.delivered_kwh
+        if remaining <= 1e-9:
             return 0.0
-        return min(st.ev.max_power_kw, st.limit_kw(t, self.voltage))
+        if self.battery_kwh is None:
+            return st.ev.max_power_kw
+        return min(st.ev.max_power_kw, st.ev.max_power_kw * remaining / ((1.0 - TAPER_START_SOC) * self.battery_kwh))
+
+    def _draw_kw(self, st: _State, t: datetime) -> float:
+        if not self._present(st, t):
+            return 0.0
+        return min(self._accept_kw(st), st.limit_kw(t))
 
     def _powers(self, t: datetime) -> dict[str, float]:
         return {ev_id: self._draw_kw(st, t) for ev_id, st in self._states.items()}
 
+    def site_limit_at(self, t: datetime) -> float:
+        """The scenario's site limit [kW] in the step holding ``t`` (the last step's after the horizon)."""
+        k = int((t - self.scenario.now).total_seconds() // self.scenario.resolution_s)
+        return float(self._limits[min(max(k, 0), len(self._limits) - 1)])
+
     def _record(self, t: datetime) -> None:
+        if not self.keep_timeline:
+            return
         powers = self._powers(t)
         if not self.timeline or self.timeline[-1][1] != powers:
             self.timeline.append((t, powers))
 
-    def _boundaries(self, t0: datetime, t1: datetime) -> list[datetime]:
-        points = {t1}
+    def _next_boundary(self, t0: datetime, t1: datetime) -> datetime:
+        """The first time in ``(t0, t1]`` at which a draw may change (an event, a period, a step)."""
+        nxt = t1
+        i = bisect.bisect_right(self._event_times, t0)
+        if i < len(self._event_times):
+            nxt = min(nxt, self._event_times[i])
+        res = self.scenario.resolution_s
+        k = math.floor((t0 - self.scenario.now).total_seconds() / res) + 1
+        nxt = min(nxt, self.scenario.now + timedelta(seconds=k * res))
         for st in self._states.values():
-            for t in (st.ev.arrival_time, st.ev.departure_time):
-                if t0 < t < t1:
-                    points.add(t)
-            p = st.profile
-            if p is not None:
-                for period in p.periods:
-                    t = p.start_schedule + timedelta(seconds=period.start_period)
-                    if t0 < t < t1:
-                        points.add(t)
-        return sorted(points)
+            change = st.next_change(t0)
+            if change is not None and change < nxt:
+                nxt = change
+        return nxt
+
+    def _integrate(self, st: _State, limit: float, hours: float) -> float:
+        """Energy [kWh] the car takes in ``hours`` under a profile limit ``limit`` [kW] (exact,
+        taper included)."""
+        remaining = st.ev.energy_kwh - st.delivered_kwh
+        cap = min(limit, st.ev.max_power_kw)
+        if remaining <= 1e-9 or cap <= 0:
+            return 0.0
+        if self.battery_kwh is None:
+            return min(remaining, cap * hours)
+        rate = st.ev.max_power_kw / ((1.0 - TAPER_START_SOC) * self.battery_kwh)  # [1/h] in the taper
+        knee = cap / rate  # below this remaining need the battery, not the profile, decides
+        if remaining > knee:
+            t_flat = (remaining - knee) / cap
+            if t_flat >= hours:
+                return cap * hours
+            return remaining - knee * math.exp(-rate * (hours - t_flat))
+        return remaining * (1.0 - math.exp(-rate * hours))
 
     def advance(self, t: datetime) -> None:
         """Integrate energy up to ``t`` and fire the arrival/departure events passed."""
         with self._lock:
             while self._t < t:
-                nxt = self._boundaries(self._t, t)[0]
+                nxt = self._next_boundary(self._t, t)
                 hours = (nxt - self._t).total_seconds() / 3600.0
-                for st in self._states.values():
-                    p = self._draw_kw(st, self._t)
-                    if p > 0:
-                        # An EV stops drawing once its need is met, within the segment too.
-                        st.delivered_kwh = min(st.ev.energy_kwh, st.delivered_kwh + p * hours)
+                seconds = hours * 3600.0
+                draws = {ev_id: self._draw_kw(st, self._t) for ev_id, st in self._states.items()}
+                site_kw = sum(draws.values())
+                limit_kw = self.site_limit_at(self._t)
+                self.segments.append((self._t, nxt, site_kw, limit_kw))
+                for ev_id, st in self._states.items():
+                    if not self._present(st, self._t):
+                        continue
+                    accept = self._accept_kw(st)
+                    if accept <= 1e-9:
+                        continue
+                    if draws[ev_id] < accept - 1e-6:
+                        # Held below what the car could take: was there room for it at the site?
+                        room = limit_kw - site_kw
+                        if room < max(st.ev.min_power_kw, 0.01):
+                            st.held_full_s += seconds
+                        else:
+                            st.held_room_s += seconds
+                    got = self._integrate(st, st.limit_kw(self._t), hours)
+                    st.delivered_kwh = min(st.ev.energy_kwh, st.delivered_kwh + got)
                 self._t = nxt
                 self._record(self._t)
             while self._next_event < len(self._events) and self._events[self._next_event].time <= t:
                 event = self._events[self._next_event]
                 self._next_event += 1
                 if self.on_event is not None:
+                    got = self._states[str(event.ev.ev_id)].delivered_kwh
                     try:
-                        self.on_event(event)
+                        self.on_event(attrs.evolve(event, delivered_kwh=got))
                     except Exception:  # a display callback must not stop the simulated site
                         logger.exception("on_event callback failed for %s %s", event.kind, event.ev.ev_id)
+
+    def held_seconds(self) -> dict[str, tuple[float, float]]:
+        """For each EV, the seconds its profile held it below what it could draw: (while the
+        site was full, while the site had room for more)."""
+        with self._lock:
+            return {ev_id: (st.held_full_s, st.held_room_s) for ev_id, st in self._states.items()}
 
     def delivered_kwh(self) -> dict[str, float]:
         """Energy [kWh] delivered so far to each EV."""
@@ -205,6 +316,7 @@ class SimulatedTranslation(Translation):
             for ev_id, st in self._states.items():
                 if not self._present(st, now):
                     continue
+                extra: dict[str, Any] = {"delivered_kwh": st.delivered_kwh} if _HAS_DELIVERED else {}
                 evs.append(attrs.evolve(
                     st.ev,
                     energy=max(st.ev.energy_kwh - st.delivered_kwh, 0.0),
@@ -212,6 +324,7 @@ class SimulatedTranslation(Translation):
                     transaction_id=ev_id,
                     active=True,
                     power=[],
+                    **extra,
                 ))
         return evs, self.voltage
 
@@ -240,7 +353,7 @@ class SimulatedTranslation(Translation):
                     logger.warning("profile for unknown EV %s skipped", ev.ev_id)
                     out[str(ev.ev_id)] = SendOutcome.REJECTED
                     continue
-                st.profile = profile
+                st.set_profile(profile, self.voltage)
                 out[str(ev.ev_id)] = SendOutcome.APPLIED
             self._record(self._t)
         return out

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import attrs
+import numpy as np
 
 from optivgi.models.ev import ChargingRateUnit, to_utc
 
@@ -181,12 +182,20 @@ class ChargingProfile(Mapping[str, Any]):
         if len(power_kw) == 0:
             raise ValueError("'power_kw' must hold at least one step")
         number_phases = phases if unit is ChargingRateUnit.A else None
+        power = np.asarray(power_kw, dtype=np.float64).reshape(-1)
+        bad = ~np.isfinite(power) | (power < -1e-9)
+        if bad.any():
+            step = int(np.argmax(bad))
+            raise ValueError(f"'power_kw[{step}]' must be a finite number >= 0, got {float(power[step])!r}")
+        # The same arithmetic as ChargingRateUnit.from_kw, for every step at once.
+        raw = np.maximum(power, 0.0) * 1000.0
+        if unit is ChargingRateUnit.A:
+            raw = raw / (voltage * phases)
+        # Only a step whose value differs from the previous one can start a period.
+        changes = np.flatnonzero(np.concatenate([[True], raw[1:] != raw[:-1]]))
         periods: list[ChargingSchedulePeriod] = []
-        for step, p in enumerate(power_kw):
-            p = float(p)
-            if not math.isfinite(p) or p < -1e-9:
-                raise ValueError(f"'power_kw[{step}]' must be a finite number >= 0, got {p!r}")
-            limit = round_down_tenth(max(unit.from_kw(max(p, 0.0), voltage, phases), 0.0))
+        for step in changes.tolist():
+            limit = round_down_tenth(max(float(raw[step]), 0.0))
             if periods and periods[-1].limit == limit:
                 continue
             if max_periods is not None and len(periods) == max_periods:
