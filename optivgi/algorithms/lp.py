@@ -213,7 +213,7 @@ class LPAlgorithm(Algorithm):
         """
         relaxed = self.solve_relaxed(problem)
         t1 = time.perf_counter()
-        power = _fill_first_step(problem, repair_min_power(problem, relaxed))
+        power = _fill_first_step(problem, repair_min_power(problem, relaxed), relaxed[:, 0] if relaxed.size else None)
         self.last_timings["repair"] = time.perf_counter() - t1
         return power
 
@@ -349,36 +349,52 @@ class LPAlgorithm(Algorithm):
         return fit_site_limit(power, limit, np.zeros(n), problem.max_power_kw)
 
 
-def _fill_first_step(problem: Problem, power: FloatArray) -> FloatArray:
-    """Give step 0's idle headroom (left by pulsing minimum powers) to EVs that can still use it.
+def _fill_first_step(problem: Problem, power: FloatArray, wanted: FloatArray | None = None) -> FloatArray:
+    """Give step 0's headroom left idle by pulsing minimum powers to EVs that can still use it.
 
-    Those charging are raised towards their max, never past their remaining need over the plan,
-    max-min fairly; then paused EVs that still need energy start at their minimum, lowest
-    fraction of their total first, while the minimums fit. Later steps are left as they are.
+    First, EVs the relaxed plan charges in step 0 (``wanted > 0``) but the repair paused start at
+    their minimum, leaving first, then lowest totals: from the idle headroom, and where that is
+    short, by taking the rest from EVs above their minimum, in proportion to how far above they
+    are. Then those charging are raised towards their max, never past their remaining need over
+    the plan, max-min fairly; then other paused EVs that still need energy start at their minimum
+    while it fits. Later steps are left as they are.
     """
     if problem.n_evs == 0 or problem.n_steps == 0:
         return power
     h = problem.step_hours
-    p0 = power[:, 0]
-    room = float(problem.site_limit_kw[0]) * (1.0 - 1e-9) - float(p0.sum())
+    limit0 = float(problem.site_limit_kw[0]) * (1.0 - 1e-9)
     inside = (problem.first_step <= 0) & (problem.end_step > 0)
     slack = problem.energy_kwh - power.sum(axis=1) * h
     pmin, pmax = problem.min_power_kw, problem.max_power_kw
-    if room <= 1e-9 or not np.any(inside & (slack > 1e-9)):
-        return power
+    total = problem.delivered + problem.energy_kwh
+    frac = np.where(total > 0, (problem.delivered + power.sum(axis=1) * h) / np.where(total > 0, total, 1.0), 1.0)
     power = power.copy()
+    if wanted is not None:
+        denied = np.flatnonzero(inside & (power[:, 0] == 0) & (wanted > 1e-9) & (pmin > 0) & (slack > 1e-9))
+        for i in denied[np.lexsort((frac[denied], problem.end_step[denied]))]:
+            p0 = power[:, 0]
+            short = float(pmin[i]) - (limit0 - float(p0.sum()))
+            above = np.where(p0 > 0, p0 - pmin, 0.0)
+            spare = float(above.sum())
+            if short > spare:
+                continue
+            if short > 0:
+                power[:, 0] = p0 - above * (short / spare)
+            power[i, 0] = pmin[i]
+    p0 = power[:, 0]
+    room = limit0 - float(p0.sum())
+    if room <= 1e-9 or not np.any(inside & (slack > 1e-9)):
+        return fit_site_limit(power, problem.site_limit_kw, pmin, pmax)
     on = np.flatnonzero(inside & (p0 > 0) & (slack > 1e-9) & (p0 < pmax))
     if on.size:
         top = np.minimum(pmax[on], p0[on] + slack[on] / h)
         new = water_fill(p0[on], top, float(p0[on].sum()) + room)
         room -= float(new.sum() - p0[on].sum())
         power[on, 0] = new
-    off = np.flatnonzero(inside & (p0 == 0) & (slack > 1e-9) & (pmax > 0))
+    off = np.flatnonzero(inside & (power[:, 0] == 0) & (slack > 1e-9) & (pmax > 0))
     if off.size and room > 1e-9:
         lo = np.maximum(pmin[off], 1e-6)
-        total = problem.delivered[off] + problem.energy_kwh[off]
-        frac = np.where(total > 0, (problem.delivered[off] + power[off].sum(axis=1) * h) / total, 1.0)
-        pick = fit_minimums(lo, np.argsort(frac, kind="stable"), room)
+        pick = fit_minimums(lo, np.argsort(frac[off], kind="stable"), room)
         if pick.size:
             sel = off[pick]
             top = np.maximum(np.minimum(pmax[sel], slack[sel] / h), lo[pick])
