@@ -150,6 +150,12 @@ logger = logging.getLogger(__name__)
 
 _BACKENDS = ("highs", "cvxpy")
 
+#: Column generation starts from each EV's best blocks until they could take this many times its need.
+_START_NEED_FACTOR = 1.2
+
+#: (EV, block) pair indices: int32 halves their memory at a million pairs.
+Index = npt.NDArray[np.signedinteger[Any]]
+
 
 class LPAlgorithm(Algorithm):
     """Max-min fair (on session totals), energy-maximal, cost- and time-aware LP on HiGHS.
@@ -213,9 +219,28 @@ class LPAlgorithm(Algorithm):
         """
         relaxed = self.solve_relaxed(problem)
         t1 = time.perf_counter()
-        power = _fill_first_step(problem, repair_min_power(problem, relaxed), relaxed[:, 0] if relaxed.size else None)
+        power = self._repair(problem, relaxed)
         self.last_timings["repair"] = time.perf_counter() - t1
+        rows = (problem.energy_kwh > 0) & (relaxed.sum(axis=1) > 0)
+        lost = _worst(problem, power, rows) < _worst(problem, relaxed, rows) - 1e-4
+        if self.last_timings.get("rounds", 0.0) > 0 and lost:
+            # The repair of minimum powers depends on which optimal vertex HiGHS returns; when the
+            # one column generation found loses fairness there, the whole LP's vertex is tried too.
+            timings, note = self.last_timings, self.last_note
+            self.column_generation = False
+            try:
+                other = self._repair(problem, self.solve_relaxed(problem))
+            finally:
+                self.column_generation = True
+            if _worst(problem, other, rows) > _worst(problem, power, rows):
+                power = other
+            else:
+                self.last_timings, self.last_note = timings, note
         return power
+
+    @staticmethod
+    def _repair(problem: Problem, relaxed: FloatArray) -> FloatArray:
+        return _fill_first_step(problem, repair_min_power(problem, relaxed), relaxed[:, 0] if relaxed.size else None)
 
     # -- relaxed LP ----------------------------------------------------------------------------
 
@@ -250,9 +275,9 @@ class LPAlgorithm(Algorithm):
         energy = problem.energy_kwh
         first_b = np.searchsorted(bounds, first)
         count = np.where(energy > 0, np.maximum(np.searchsorted(bounds, end) - first_b, 0), 0)
-        ev = np.repeat(np.arange(n), count)
-        offset = np.repeat(np.cumsum(count) - count, count)
-        blk = np.arange(ev.size) - offset + np.repeat(first_b, count)
+        ev = np.repeat(np.arange(n, dtype=np.int32), count)
+        blk = (np.arange(ev.size, dtype=np.int32)
+               - np.repeat((np.cumsum(count) - count - first_b).astype(np.int32), count))
         upper = np.minimum(np.minimum(problem.max_power_kw[ev], limit[start_b[blk]]) * blen[blk] * h,
                            energy[ev])
         keep = upper > 0
@@ -349,6 +374,13 @@ class LPAlgorithm(Algorithm):
         return fit_site_limit(power, limit, np.zeros(n), problem.max_power_kw)
 
 
+def _worst(problem: Problem, power: FloatArray, rows: npt.NDArray[np.bool_]) -> float:
+    """Least fraction of the session totals over ``rows``."""
+    got = np.minimum(power.sum(axis=1) * problem.step_hours, problem.energy_kwh)
+    total = problem.delivered + problem.energy_kwh
+    return float(((problem.delivered[rows] + got[rows]) / total[rows]).min()) if rows.any() else 1.0
+
+
 def _fill_first_step(problem: Problem, power: FloatArray, wanted: FloatArray | None = None) -> FloatArray:
     """Give step 0's headroom left idle by pulsing minimum powers to EVs that can still use it.
 
@@ -402,7 +434,7 @@ def _fill_first_step(problem: Problem, power: FloatArray, wanted: FloatArray | N
     return fit_site_limit(power, problem.site_limit_kw, pmin, pmax)
 
 
-def _start_columns(ev: IntArray, weight: FloatArray, upper: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool_]:
+def _start_columns(ev: Index, weight: FloatArray, upper: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool_]:
     """Columns HiGHS starts from: each EV's best-paid blocks, until they could take twice its need.
 
     ``weight`` is each pair's objective weight per kWh (earliness and price); ``t`` (the last
@@ -415,7 +447,7 @@ def _start_columns(ev: IntArray, weight: FloatArray, upper: FloatArray, energy: 
     start = np.flatnonzero(np.r_[True, ev_o[1:] != ev_o[:-1]])
     base = np.repeat(cum[start] - up[start], np.diff(np.r_[start, ev_o.size]))
     chosen = np.zeros(ev.size + 1, dtype=bool)
-    chosen[order[cum - up - base < 2.0 * energy[ev_o]]] = True
+    chosen[order[cum - up - base < _START_NEED_FACTOR * energy[ev_o]]] = True
     chosen[-1] = True
     return chosen
 
@@ -466,7 +498,7 @@ def _solve_cvxpy(cost: FloatArray, a_mat: sp.csc_matrix, rhs: FloatArray, col_up
     return LPResult(str(prob.status), prob.status == cp.OPTIMAL, x, seconds)
 
 
-def _layout(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArray, start_b: IntArray,
+def _layout(problem: Problem, y: FloatArray, ev: Index, blk: Index, start_b: IntArray,
             blen: IntArray) -> FloatArray:
     """Block energies ``y`` [kWh] to step powers [kW]: step 0 fairly and full, then block by block.
 
@@ -508,7 +540,7 @@ def _layout(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArray, start_
     return rest
 
 
-def _spread_in_blocks(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArray, start_b: IntArray,
+def _spread_in_blocks(problem: Problem, y: FloatArray, ev: Index, blk: Index, start_b: IntArray,
                       blen: IntArray) -> FloatArray:
     """Turn block energies ``y`` [kWh] into step powers [kW], as early as the block allows.
 
@@ -532,16 +564,13 @@ def _spread_in_blocks(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArr
     full = np.minimum(np.floor(steps + 1e-9), length).astype(np.int64)
     rest = np.maximum(y / h - full * rate, 0.0)
 
-    rate_b = np.zeros((n, n_blocks))
-    full_b = np.zeros((n, n_blocks), dtype=np.int64)
-    rest_b = np.zeros((n, n_blocks))
-    rate_b[ev, blk], full_b[ev, blk], rest_b[ev, blk] = rate, full, rest
-    # The blocks tile the steps from start_b[0] to the horizon end.
-    block_of = np.repeat(np.arange(n_blocks), blen)
-    k0 = int(start_b[0])
-    rel = (np.arange(k0, k0 + block_of.size) - start_b[block_of])[None, :]
-    full_k = full_b[:, block_of]
+    # Scatter pair by pair: `full` steps at `rate` from the block's start, then `rest` once.
     power = np.zeros((n, n_steps))
-    power[:, k0:k0 + block_of.size] = np.where(
-        rel < full_k, rate_b[:, block_of], np.where(rel == full_k, rest_b[:, block_of], 0.0))
+    begin = start_b[blk]
+    total = int(full.sum())
+    if total:
+        run = np.arange(total) - np.repeat(np.cumsum(full) - full, full)
+        power[np.repeat(ev, full), np.repeat(begin, full) + run] = np.repeat(rate, full)
+    tail = (full < length) & (rest > 0)
+    power[ev[tail], begin[tail] + full[tail]] = rest[tail]
     return power
