@@ -55,6 +55,9 @@ class Problem:
         first_step: ``(n,)`` first step of the window (inclusive), in ``[0, T]``.
         end_step: ``(n,)`` end of the window (exclusive), in ``[0, T]``.
         price_per_kwh: ``(T,)`` energy price per step, or ``None``.
+        delivered_kwh: ``(n,)`` energy already delivered in each session before ``start``
+            [kWh], >= 0; ``None`` (the default) means all zeros. ``delivered_kwh + energy_kwh``
+            is the session's total need, which fairness may be measured against.
     """
 
     ids: tuple[str, ...] = attrs.field(converter=_as_ids)
@@ -67,6 +70,9 @@ class Problem:
     first_step: IntArray = attrs.field(converter=_as_int)
     end_step: IntArray = attrs.field(converter=_as_int)
     price_per_kwh: FloatArray | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_as_float)
+    )
+    delivered_kwh: FloatArray | None = attrs.field(
         default=None, converter=attrs.converters.optional(_as_float)
     )
 
@@ -91,6 +97,11 @@ class Problem:
             raise ValueError(f"'first_step'/'end_step' must lie in [0, {t}]")
         if self.price_per_kwh is not None and self.price_per_kwh.shape != (t,):
             raise ValueError(f"'price_per_kwh' must have shape ({t},), got {self.price_per_kwh.shape}")
+        if self.delivered_kwh is not None:
+            if self.delivered_kwh.shape != (n,):
+                raise ValueError(f"'delivered_kwh' must have shape ({n},), got {self.delivered_kwh.shape}")
+            if not np.all(np.isfinite(self.delivered_kwh)) or np.any(self.delivered_kwh < 0):
+                raise ValueError("'delivered_kwh' must be finite and >= 0")
         if len(set(self.ids)) != n:
             raise ValueError("'ids' must be unique")
 
@@ -109,6 +120,11 @@ class Problem:
         """Step length [h]: energy [kWh] = power [kW] * ``step_hours``."""
         return self.resolution_s / 3600.0
 
+    @property
+    def delivered(self) -> FloatArray:
+        """``(n,)`` energy already delivered per session [kWh] (zeros when not given)."""
+        return np.zeros(self.n_evs) if self.delivered_kwh is None else self.delivered_kwh
+
     def window_mask(self) -> npt.NDArray[np.bool_]:
         """``(n, T)`` boolean mask, True where an EV may draw power."""
         k = np.arange(self.n_steps)
@@ -125,6 +141,7 @@ class Problem:
             max_power_kw=self.max_power_kw[rows],
             first_step=self.first_step[rows],
             end_step=self.end_step[rows],
+            delivered_kwh=None if self.delivered_kwh is None else self.delivered_kwh[rows],
         )
 
     def zeros(self) -> FloatArray:
