@@ -177,16 +177,25 @@ class Ledger:
         """Why the connector's state is unknown, or None when it is known."""
         return self._state(key).unknown
 
-    def restart(self, *, at: datetime, previous_validity_s: float | None, reason: str = "restart") -> None:
-        """Forget nothing recorded, but mark every connector unknown as after a restart.
+    def restart(self, *, at: datetime, previous_validity_s: float | None, reason: str = "restart",
+                charging: Iterable[ConnectorKey] | None = None) -> None:
+        """Mark every connector unknown, as after a restart with nothing read back.
 
-        Until ``at + previous_validity_s`` a connector may still run a TxProfile from before and
-        counts at its maximum; afterwards at its fallback share (when set), else its maximum.
+        Until ``at + previous_validity_s`` a connector with a session (``charging``; default:
+        every connector) may still run a TxProfile from before and counts at its maximum;
+        afterwards, and a connector without a session at once (a TxProfile only applies to its
+        own transaction), at its fallback share when set, else its maximum.
         ``previous_validity_s`` None: at its maximum until known.
         """
         until = None if previous_validity_s is None else to_utc(at) + timedelta(seconds=previous_validity_s)
+        busy = None if charging is None else {_key(*k) for k in charging}
         for station in self.stations():
             self.mark_station_unknown(station, reason, at=at, at_most_kw=math.inf, until=until)
+            if busy is None:
+                continue
+            for key in self.connectors_of(station):
+                if key not in busy:
+                    self._connectors[key].unknown = Unknown(reason, at)
 
     # -- requests --------------------------------------------------------------------------
     def sent(self, request: Request, *, at: datetime) -> int:
