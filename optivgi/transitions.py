@@ -245,11 +245,18 @@ def next_wave(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Cir
        order;
     3. then each increase, in order, that keeps every circuit it touches within its limit at
        every boundary where it raises something, counting what was granted before it in this
-       wave (the reductions at their old limits: their room is not confirmed yet);
-    4. an increase that does not fit waits while room may still come (a reduction granted in
-       this wave, or any request in flight); once nothing is pending it is lowered period by
-       period to its worst case plus an equal share of what is actually free among the
-       increases left (:class:`Grant` ``clipped``) and sent if that fits.
+       wave (reductions at their old limits: their room is not confirmed yet);
+    4. an increase that does not fit waits while room may still come (a request in flight, or
+       one granted in this wave that lowers something once accepted); once nothing may come it
+       is lowered, piece by piece in time, to its worst case plus an equal share of what is
+       actually free among the increases left (:class:`Grant` ``clipped``) and sent if that
+       fits;
+    5. a request to a connector whose state is unknown (:meth:`Ledger.unknown`: it may be held
+       at 0 or draw up to its bound) is an increase wherever it allows more than 0, comes after
+       the others, and must also fit as if that connector were at 0 now while every other one
+       draws its worst case. If even that leaves it no room at any instant, no positive limit is
+       provably safe for it; it then goes out as planned (within its bound, so the model check
+       of step 3 still holds) rather than holding the car at 0.
 
     Record each grant with :meth:`Ledger.sent` before sending it, its fate with
     :meth:`Ledger.record`, then call again with the requests not yet sent (:func:`run_waves`).
@@ -279,7 +286,10 @@ def next_wave(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Cir
     next call starts from what is actually known: an increase that needed a refused reduction
     finds no room and is lowered or waits. Hence no combination of outcomes ever makes a circuit
     draw above its limit, unless it already could before (e.g. after a restart with unknown
-    connectors), and then only reductions go out until it cannot.
+    connectors whose bounds add up above it); then nothing sent raises what may be drawn.
+    (e) For a connector that is in fact held at 0 although unknown, step 5 checks the circuit
+    with it at its new limit and every other connector at its worst case, so it too stays
+    within the limit whenever that check passes.
     """
     now, until = to_utc(now), to_utc(until)
     points = _points(ledger, circuits, now, until, targets)
