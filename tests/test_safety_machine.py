@@ -27,7 +27,7 @@ from optivgi.ledger import Circuit, ConnectorKey, Ledger, Outcome, ProfileRecord
 from optivgi.transitions import run_waves
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
-LIMIT = 20.0
+LIMIT = 12.0
 VALIDITY = 300.0
 MAX_GAP = 120
 STATIONS = ("S1", "S2", "S3")
@@ -100,7 +100,10 @@ class Controller:
                 targets.append(Request.install(ProfileRecord((s, 0), 899, "TxDefaultProfile", 1, now, [(0, 0.0)],
                                                              valid_to=now + timedelta(seconds=VALIDITY)), f"hold:{s}"))
         if planned:
-            room = self.ledger.headroom(self.site, planned, now, now + timedelta(seconds=VALIDITY))
+            # shared over what the TxProfiles will cover: until the earliest of their validTo
+            ends = [capped_valid_to(now, VALIDITY, self.hold_until.get(k[0])) for k in planned]
+            end = max(min(ends) - timedelta(microseconds=1), now)
+            room = self.ledger.headroom(self.site, planned, now, end)
             each = max(room, 0.0) / len(planned)
             for key in planned:
                 tx, car_max = sessions[key]
