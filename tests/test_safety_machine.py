@@ -236,6 +236,32 @@ SafetyMachine.TestCase.settings = settings(max_examples=210, stateful_step_count
 TestSafetyMachine = SafetyMachine.TestCase
 
 
+def test_replayed_sequences() -> None:
+    """Sequences the machine found when the safety code was broken, replayed every run."""
+    m = SafetyMachine()  # a second car beside one at full power: 7.2 + 6.0 on 12 kW if sent together
+    m.arrive(station="S1", connector=1, car_max=7.2)
+    m.cycle(seconds=5)
+    m.arrive(station="S2", connector=1, car_max=7.2)
+    m.cycle(seconds=5)
+    m = SafetyMachine()  # the reduction making room is refused, then answers are lost
+    m.arrive(station="S1", connector=1, car_max=11.0)
+    m.cycle(seconds=30)
+    m.charger_answers(station="S1", answer="reject")
+    m.arrive(station="S2", connector=2, car_max=7.2)
+    m.arrive(station="S3", connector=1, car_max=7.2)
+    m.cycle(seconds=30)
+    m.charger_answers(station="S1", answer="lost")
+    m.cycle(seconds=60)
+    m = SafetyMachine()  # restart with the read-back failing while a car runs at full power
+    m.arrive(station="S1", connector=1, car_max=7.2)
+    m.cycle(seconds=10)
+    m.restart(read_back=False, down=20)
+    m.arrive(station="S2", connector=1, car_max=7.2)
+    for _ in range(8):
+        m.cycle(seconds=60)
+    m.within_limit_and_nobody_starves()
+
+
 def test_counts_are_recorded() -> None:
     """Run after the machine in the same module: prints how much it ran (for the report)."""
     print(f"safety machine: {COUNTS['sequences']} sequences, {COUNTS['steps']} steps checked")
