@@ -297,7 +297,8 @@ class Scheduler:
         site = Circuit(group, float(limits[0]) if len(limits) else 0.0, frozenset(_key(ev) for ev in profiles),
                        tuple((now + timedelta(seconds=j * res), float(limits[j])) for j in range(1, len(limits))
                              if limits[j] != limits[j - 1]))
-        end = now + timedelta(seconds=res * max(problem.n_steps, 1))
+        # Ordering looks as far as the next cycles, which send everything again.
+        end = now + timedelta(seconds=min(res * max(problem.n_steps, 1), 2 * self.settings.interval_s))
         order = send_order(self.ledger, targets, [site], now=now, until=end)
         batch = {by_label[r.label][0]: by_label[r.label][1] for r in order}
         rids = {r.label: self.ledger.sent(r, at=now) for r in order}
