@@ -114,8 +114,8 @@ class Ledger:
         key = _key(*key)
         if key[1] == 0:
             raise ValueError("connector 0 is the station, not a connector")
-        if not math.isfinite(max_kw) or max_kw <= 0:
-            raise ValueError(f"{key}: max_kw must be a finite number > 0, got {max_kw!r}")
+        if not math.isfinite(max_kw) or max_kw < 0:
+            raise ValueError(f"{key}: max_kw must be a finite number >= 0, got {max_kw!r}")
         if fallback_kw is not None and (not math.isfinite(fallback_kw) or fallback_kw < 0):
             raise ValueError(f"{key}: fallback_kw must be a finite number >= 0, got {fallback_kw!r}")
         state = self._connectors.get(key)
@@ -177,16 +177,25 @@ class Ledger:
         """Why the connector's state is unknown, or None when it is known."""
         return self._state(key).unknown
 
-    def restart(self, *, at: datetime, previous_validity_s: float | None, reason: str = "restart") -> None:
-        """Forget nothing recorded, but mark every connector unknown as after a restart.
+    def restart(self, *, at: datetime, previous_validity_s: float | None, reason: str = "restart",
+                charging: Iterable[ConnectorKey] | None = None) -> None:
+        """Mark every connector unknown, as after a restart with nothing read back.
 
-        Until ``at + previous_validity_s`` a connector may still run a TxProfile from before and
-        counts at its maximum; afterwards at its fallback share (when set), else its maximum.
+        Until ``at + previous_validity_s`` a connector with a session (``charging``; default:
+        every connector) may still run a TxProfile from before and counts at its maximum;
+        afterwards, and a connector without a session at once (a TxProfile only applies to its
+        own transaction), at its fallback share when set, else its maximum.
         ``previous_validity_s`` None: at its maximum until known.
         """
         until = None if previous_validity_s is None else to_utc(at) + timedelta(seconds=previous_validity_s)
+        busy = None if charging is None else {_key(*k) for k in charging}
         for station in self.stations():
             self.mark_station_unknown(station, reason, at=at, at_most_kw=math.inf, until=until)
+            if busy is None:
+                continue
+            for key in self.connectors_of(station):
+                if key not in busy:
+                    self._connectors[key].unknown = Unknown(reason, at)
 
     # -- requests --------------------------------------------------------------------------
     def sent(self, request: Request, *, at: datetime) -> int:
@@ -319,6 +328,8 @@ class Ledger:
         todo = [p.request for p in self._unresolved.get(station, [])] + [r for r in extra if r.station_id == station]
         if len(todo) > MAX_UNRESOLVED:
             return []
+        if not todo:
+            return [list(base)]
         out = []
         for mask in range(1 << len(todo)):
             records = list(base)
@@ -356,14 +367,23 @@ class Ledger:
         requests (and of the hypothetical ``extra`` ones); an unknown connector counts at least at
         its bound (:class:`Unknown`), never at 0."""
         key, t = _key(*key), to_utc(t)
-        state = self._state(key)
+        self._state(key)
+        return self._worst(key, t, extra, {})
+
+    def _worst(self, key: ConnectorKey, t: datetime, extra: Sequence[Request],
+               cache: dict[bool, list[list[ProfileRecord]]]) -> float:
+        state = self._connectors[key]
         bound = self._unknown_bound(key, t)
+        unknown = bound is not None
+        if unknown not in cache:
+            # Unknown: what was recorded is not trusted; only requests sent since count, on top of the bound.
+            cache[unknown] = self._variants(key[0], extra, base=[] if unknown else None)
+        variants = cache[unknown]
+        if not variants:
+            return state.max_kw
         if bound is None:
-            variants = self._variants(key[0], extra)
-            return state.max_kw if not variants else max(self._stack(key, v, t) for v in variants)
-        # Unknown: what was recorded is not trusted; only requests sent since count, on top of the bound.
-        variants = self._variants(key[0], extra, base=[])
-        return state.max_kw if not variants else max(bound, *(self._stack(key, v, t, bound) for v in variants))
+            return max(self._stack(key, v, t) for v in variants)
+        return max(bound, *(self._stack(key, v, t, bound) for v in variants))
 
     def station_worst_case_at(self, station_id: str, t: datetime, keys: Iterable[ConnectorKey] | None = None,
                               extra: Sequence[Request] = ()) -> float:
@@ -371,10 +391,11 @@ class Ledger:
         together at ``t``, capped by the highest ChargePointMaxProfile any outcome leaves."""
         station_id, t = str(station_id), to_utc(t)
         chosen = self.connectors_of(station_id) if keys is None else [k for k in keys if k[0] == station_id]
-        total = sum(self.worst_case_at(k, t, extra) for k in chosen)
+        cache: dict[bool, list[list[ProfileRecord]]] = {}
+        total = sum(self._worst(k, t, extra, cache) for k in chosen)
         if any(self._unknown_bound(k, t) is not None for k in self.connectors_of(station_id)):
             return total  # an unknown station may hold any cap
-        variants = self._variants(station_id, extra)
+        variants = cache[False] if False in cache else self._variants(station_id, extra)
         if not variants:
             return total
         return min(total, max(self._station_cap(station_id, v, t) for v in variants))
@@ -384,6 +405,7 @@ class Ledger:
         """The most [kW] the circuit's connectors (but ``exclude``) could draw together at ``t``."""
         skip = {_key(*k) for k in exclude}
         keys = [k for k in self._connectors if circuit.covers(k) and k not in skip]
+        t = to_utc(t)
         return sum(self.station_worst_case_at(s, t, keys, extra) for s in sorted({k[0] for k in keys}))
 
     def site_worst_case_at(self, t: datetime) -> float:

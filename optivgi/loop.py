@@ -28,12 +28,14 @@ from optivgi.clock import Clock, SystemClock
 from optivgi.config import Settings
 from optivgi.errors import OptiVGIError
 from optivgi.limits.base import LimitSource
+from optivgi.ledger import Circuit, ConnectorKey, Ledger, Outcome, ProfileRecord, Request
 from optivgi.models.ev import EV
 from optivgi.models.profile import ChargingProfile
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
 from optivgi.topology import Topology
+from optivgi.transitions import send_order
 from optivgi.translation import SendOutcome, Translation
 
 __all__ = ["CycleReport", "GroupResult", "Scheduler"]
@@ -94,6 +96,20 @@ def _planning_start(now: datetime) -> datetime:
     return now.replace(microsecond=0)
 
 
+def _key(ev: EV) -> ConnectorKey:
+    return (str(ev.station_id), ev.connector_id)
+
+
+#: How the ledger reads a translation's outcome: a profile that failed to go out may still have
+#: reached the charger, so it counts as unanswered (possibly in force).
+_OUTCOMES = {
+    SendOutcome.APPLIED: Outcome.ACCEPTED,
+    SendOutcome.REJECTED: Outcome.REJECTED,
+    SendOutcome.UNANSWERED: Outcome.UNANSWERED,
+    SendOutcome.FAILED: Outcome.UNANSWERED,
+}
+
+
 class Scheduler:
     """Runs scheduling cycles for a translation with an algorithm.
 
@@ -137,9 +153,13 @@ class Scheduler:
         self.cycles = 0
         self.failed_cycles = 0
         self._queue: queue.Queue[str] = queue.Queue()
-        # First-step power [kW] last confirmed per EV, to send reductions before increases.
-        self._last_kw: dict[str, float] = {}
-        # EVs whose last profile was not confirmed: they may draw up to their max.
+        #: What each connector's charger was sent and accepted; decides the order of sending
+        #: (waves: increases only once the reductions making room were accepted) and what an
+        #: unconfirmed EV is counted at.
+        self.ledger = Ledger()
+        # The transaction last seen per connector (a new one drops the old one's profiles).
+        self._tx: dict[ConnectorKey, str] = {}
+        # EVs whose last profile was not confirmed: counted at the most the ledger says they may draw.
         self._unconfirmed: set[str] = set()
         self._stop = threading.Event()
         # Last schedule per group: used, shifted, when the algorithm fails or runs out of time.
@@ -182,17 +202,21 @@ class Scheduler:
         return profiles
 
     def _plan(self, problem: Problem, evs: list[EV], previous: PowerSchedule | None = None) -> PowerSchedule:
-        """Plan, counting every EV whose last profile was not confirmed at its max power.
+        """Plan, counting every EV whose last profile was not confirmed at its worst case.
 
-        Such an EV may still be drawing whatever it drew before (a rejected profile leaves the
-        old one in force), so the others are planned within what is left of the limit, and it is
-        offered its max again (scaled down, all of them together, if even that does not fit).
+        Such an EV may still draw whatever its charger last accepted, or what it was sent since
+        (a rejected profile leaves the old one in force, an unanswered one may be applied), so
+        the ledger's worst case is reserved for it, step by step; the others are planned within
+        what is left of the limit, and it is offered that reservation again (scaled down, all of
+        them together, if even that does not fit).
         """
         pinned_rows = np.array([ev.active and str(ev.ev_id) in self._unconfirmed for ev in evs], dtype=bool)
         if not pinned_rows.any():
             return plan(problem, self.algorithm, previous=previous)
         mask = problem.window_mask()[pinned_rows]
-        pinned = problem.max_power_kw[pinned_rows, None] * mask
+        worst = np.array([self._reserved_kw(_key(ev), problem.start, problem.resolution_s, problem.n_steps)
+                          for ev, keep in zip(evs, pinned_rows, strict=True) if keep]).reshape(mask.shape)
+        pinned = np.minimum(worst, problem.max_power_kw[pinned_rows, None]) * mask
         reserved = pinned.sum(axis=0)
         scale = np.ones_like(reserved)
         over = reserved > problem.site_limit_kw
@@ -211,7 +235,7 @@ class Scheduler:
         power[pinned_rows] = pinned
         power = validate_schedule(problem, power)
         held = [i for i, keep in zip(problem.ids, pinned_rows, strict=True) if keep]
-        logger.warning("unconfirmed EVs %s counted at their max power", ", ".join(held))
+        logger.warning("unconfirmed EVs %s counted at the most they may draw", ", ".join(held))
         note = "; ".join(n for n in (rest.note, f"unconfirmed EVs counted at max: {', '.join(held)}") if n)
         return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, rest.algorithm,
                              rest.solve_seconds, note=note)
@@ -235,6 +259,21 @@ class Scheduler:
             logger.error("limit source %s failed (%s: %s); planning with %g kW", source.name,
                          type(exc).__name__, exc, floor)
             return np.full(n_steps, floor)
+    def _reserved_kw(self, key: ConnectorKey, start: datetime, resolution_s: int, n_steps: int) -> list[float]:
+        """The most [kW] the connector may draw in each planning step, by the ledger."""
+        if key not in self.ledger.connectors:
+            return [math.inf] * n_steps  # never sent anything: capped at its max by the caller
+        end = start + timedelta(seconds=resolution_s * n_steps)
+        points = self.ledger.boundaries(start, end, stations=[key[0]])
+        values = [(t, self.ledger.worst_case_at(key, t)) for t in points]
+        out = []
+        i = 0
+        for step in range(n_steps):
+            a, b = start + timedelta(seconds=step * resolution_s), start + timedelta(seconds=(step + 1) * resolution_s)
+            while i + 1 < len(values) and values[i + 1][0] <= a:
+                i += 1
+            out.append(max([values[i][1]] + [v for t, v in values[i + 1:] if t < b]))
+        return out
 
     def _run_group(self, group: str, now: datetime) -> GroupResult:
         result = GroupResult(group)
@@ -268,31 +307,63 @@ class Scheduler:
         if schedule.note:
             logger.warning("group %s: %s", group, schedule.note)
         profiles = self._profiles(result.evs, schedule)
-        # Reductions go out before increases, so the site stays under its limit while the
-        # profiles arrive one by one. An EV never confirmed is assumed to draw its max.
-        first = dict(zip((str(ev.ev_id) for ev in result.evs), schedule.power_kw[:, 0] if schedule.n_steps
-                         else [0.0] * len(result.evs), strict=True))
-        profiles = dict(sorted(
-            profiles.items(),
-            key=lambda item: first[str(item[0].ev_id)] - self._last_kw.get(str(item[0].ev_id), item[0].max_power_kw),
-        ))
         result.profiles = {str(ev.ev_id): p for ev, p in profiles.items()}
         if not profiles:
             return result
-        outcomes = self.translation.send_power_to_evs(profiles, self.settings.charging_rate_unit)
-        if outcomes is None:
-            result.outcomes = {str(ev.ev_id): SendOutcome.APPLIED for ev in profiles}
-        else:
-            result.outcomes = {str(k): SendOutcome(v) for k, v in outcomes.items()}
+        sent, result.outcomes = self._send(group, profiles, problem, now)
+        result.profiles.update(sent)
         for ev_id, outcome in result.outcomes.items():
             if outcome is SendOutcome.APPLIED:
-                self._last_kw[ev_id] = first.get(ev_id, 0.0)
                 self._unconfirmed.discard(ev_id)
             else:
-                self._last_kw.pop(ev_id, None)
                 self._unconfirmed.add(ev_id)
                 logger.warning("group %s: profile for EV %s was %s", group, ev_id, outcome.value)
         return result
+
+    def _send(self, group: str, profiles: dict[EV, ChargingProfile], problem: Problem,
+              now: datetime) -> tuple[dict[str, ChargingProfile], dict[str, SendOutcome]]:
+        """Send the profiles in one call, ordered as the safe waves would go out if all were
+        accepted (:func:`optivgi.transitions.send_order`): reductions first, an increase after
+        the reductions making room for it, a new session's first profile after the others'
+        reductions. What the chargers answered is recorded in :attr:`ledger`; returns what was
+        sent and the outcomes.
+        """
+        by_label: dict[str, tuple[EV, ChargingProfile]] = {}
+        targets: list[Request] = []
+        for ev, profile in profiles.items():
+            key, volts = _key(ev), float(ev.voltage or self.settings.voltage)
+            # The connector's maximum is the highest an EV on it reported: a car saying it now
+            # takes less is not a limit its charger enforces.
+            known = self.ledger.max_kw(key) if key in self.ledger.connectors else 0.0
+            self.ledger.add_connector(key, max_kw=max(known, ev.max_power_kw))
+            tx = str(ev.transaction_id)
+            if self._tx.get(key) != tx:
+                # A new session: until its first profile is accepted it may be held at 0 by the
+                # CSMS or draw up to its max; the ledger counts both.
+                self.ledger.session_started(key, tx, at=now)
+                self.ledger.mark_unknown(key, "new session, no profile accepted yet", at=now)
+                self._tx[key] = tx
+            by_label[str(ev.ev_id)] = (ev, profile)
+            record = ProfileRecord.from_profile(key, profile, voltage=volts, phases=ev.phases)
+            targets.append(Request.install(record, label=str(ev.ev_id)))
+        limits = problem.site_limit_kw
+        res = problem.resolution_s
+        site = Circuit(group, float(limits[0]) if len(limits) else 0.0, frozenset(_key(ev) for ev in profiles),
+                       tuple((now + timedelta(seconds=j * res), float(limits[j])) for j in range(1, len(limits))
+                             if limits[j] != limits[j - 1]))
+        # Ordering looks as far as the next cycles, which send everything again.
+        end = now + timedelta(seconds=min(res * max(problem.n_steps, 1), 2 * self.settings.interval_s))
+        order = send_order(self.ledger, targets, [site], now=now, until=end)
+        batch = {by_label[r.label][0]: by_label[r.label][1] for r in order}
+        rids = {r.label: self.ledger.sent(r, at=now) for r in order}
+        answer = self.translation.send_power_to_evs(batch, self.settings.charging_rate_unit)
+        got = {str(ev.ev_id): SendOutcome.APPLIED for ev in batch} if answer is None else {
+            str(k): SendOutcome(v) for k, v in answer.items()}
+        outcomes: dict[str, SendOutcome] = {}
+        for label, rid in rids.items():
+            outcomes[label] = got.get(label, SendOutcome.UNANSWERED)
+            self.ledger.record(rid, _OUTCOMES[outcomes[label]], at=now)
+        return {str(ev.ev_id): p for ev, p in batch.items()}, outcomes
 
     def run_cycle(self, reason: str = "manual") -> CycleReport:
         """Run one cycle for every group now; never raises for a group's failure."""

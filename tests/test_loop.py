@@ -32,6 +32,7 @@ class FakeSite(Translation):
         self.fail_first = fail_first
         self.calls = 0
         self.sent: list[dict[str, ChargingProfile]] = []
+        self.max_kw: dict[int, float] = {}  # per EV index, when not 7.2
 
     def get_evs(self, group_name: str) -> tuple[list[EV], float | None]:
         self.calls += 1
@@ -39,17 +40,20 @@ class FakeSite(Translation):
             raise ConnectionError("CSMS unreachable")
         now = datetime.now(UTC)
         evs = [EV(ev_id=f"EV-{i}", station_id=f"S{i}", connector_id=1, arrival_time=now - timedelta(hours=1),
-                  departure_time=now + timedelta(days=1), energy=100.0, min_power=0.0, max_power=7.2,
-                  transaction_id=i) for i in range(self.n)]
+                  departure_time=now + timedelta(days=1), energy=100.0, min_power=0.0,
+                  max_power=self.max_kw.get(i, 7.2), transaction_id=i) for i in range(self.n)]
         return evs, 240.0
 
     def get_peak_power_demand(self, group_name: str, now: datetime, voltage: float | None = None) -> float:
         return 30.0
 
+    unanswered: set[str] = set()
+
     def send_power_to_evs(self, powers: Mapping[EV, ChargingProfile],
                           unit: ChargingRateUnit | None = None) -> dict[str, SendOutcome]:
         self.sent.append({str(ev.ev_id): p for ev, p in powers.items()})
-        return {str(ev.ev_id): SendOutcome.APPLIED for ev in powers}
+        return {str(ev.ev_id): SendOutcome.UNANSWERED if str(ev.ev_id) in self.unanswered else SendOutcome.APPLIED
+                for ev in powers}
 
 
 def _settings(**kw: object) -> Settings:
@@ -208,21 +212,36 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: object) -> None:
 
 
 def test_reductions_are_sent_before_increases() -> None:
-    site = FakeSite(n=4)
+    site = FakeSite()
     sched = Scheduler(site, EqualShareAlgorithm(), _settings())
-    sched.run_cycle()  # four EVs at 7.2 kW
-    site.n = 6
-    sched.run_cycle()  # six EVs at 5.0 kW: the four old ones go down first, the new ones come up last
+    sched.run_cycle()  # six EVs at 5.0 kW (20.8 A at 240 V)
+    accepted = {ev_id: _kw(p) for ev_id, p in site.sent[-1].items()}
+    site.max_kw[5] = 2.0  # the last EV tapers to 2.0 kW: the five others may go up to 5.6 kW
+    sched.run_cycle()
     order = list(site.sent[-1])
-    assert order[:4] == [f"EV-{i}" for i in range(4)] or set(order[:4]) == {f"EV-{i}" for i in range(4)}
-    assert set(order[4:]) == {"EV-4", "EV-5"}
-    # running totals while sending in this order never exceed the limit, counting unsent EVs at
-    # their previous power (new EVs at 0 because they had none yet)
-    previous = {f"EV-{i}": 7.2 for i in range(4)}
-    current = dict(previous)
+    assert order[0] == "EV-5" and set(order[1:]) == {f"EV-{i}" for i in range(5)}
+    assert all(_kw(site.sent[-1][ev_id]) > accepted[ev_id] for ev_id in order[1:])
+    # sent one by one in this order, each EV at the more of its old and new limit until it is
+    # reached: never above 30 kW (the increases, first in the planner's order, must wait)
+    current = dict(accepted)
     for ev_id in order:
-        current[ev_id] = _kw(site.sent[-1][ev_id])
+        current[ev_id] = max(current[ev_id], _kw(site.sent[-1][ev_id]))
         assert sum(current.values()) <= 30.0 + 1e-9
+        current[ev_id] = _kw(site.sent[-1][ev_id])
+
+
+def test_unanswered_evs_are_counted_at_what_they_may_draw_not_at_their_max() -> None:
+    """Five of six profiles unanswered: counting them at 7.2 kW each (36 kW) would leave the one
+    confirmed car 0 W; each may draw at most its old or its new 5 kW, so it keeps its 5 kW."""
+    site = FakeSite()
+    sched = Scheduler(site, EqualShareAlgorithm(), _settings())
+    sched.run_cycle()
+    site.unanswered = {f"EV-{i}" for i in range(1, 6)}
+    sched.run_cycle()
+    sched.run_cycle()
+    last = site.sent[-1]
+    assert _kw(last["EV-0"]) == pytest.approx(4.992)
+    assert sum(_kw(p) for p in last.values()) <= 30.0 + 1e-9
 
 
 class RejectingSite(FakeSite):

@@ -136,18 +136,39 @@ def test_an_increase_that_fits_goes_with_the_reductions() -> None:
     ledger = fallback_site()
     accept(ledger, tx("A", 6.0))
     targets = [Request.install(tx("A", 5.0), "A"), Request.install(tx("B", 4.0), "B")]
+    assert not raises(ledger, targets[0], now=T0, until=at(600)) and raises(ledger, targets[1], now=T0, until=at(600))
     wave = next_wave(ledger, targets, [SITE], now=T0, until=at(600))
     assert labels([g.request for g in wave.send]) == ["A", "B"]  # 6 + 4 fits with A still at 6
 
 
-def test_over_the_limit_only_reductions_go_out() -> None:
-    ledger = fallback_site()
-    ledger.restart(at=T0, previous_validity_s=300)  # both may draw 7.2: 14.4 on 10
-    assert ledger.site_worst_case_at(T0) == pytest.approx(14.4)
-    targets = [Request.install(tx("A", 5.0), "A"), Request.install(tx("B", 5.0), "B")]
-    wave = next_wave(ledger, targets, [SITE], now=T0, until=at(600))
-    assert labels([g.request for g in wave.send]) == ["A", "B"]
-    assert not any(raises(ledger, g.request, now=T0, until=at(600)) for g in wave.send)
+def test_after_a_restart_unknown_connectors_get_only_what_is_safe_in_every_case() -> None:
+    """A and B may each still run a 7.2 kW profile from before, or be held at 0: 14.4 kW may be
+    drawn on 10. Whichever it is, and whatever they answer, nothing may end above 10 kW that was
+    not already: A gets 10 - 7.2 = 2.8 kW, not the 5.0 kW planned, and B waits for A's answer."""
+    for previous in itertools.product([0.0, 7.2], repeat=2):
+        for outcomes in itertools.product(list(Outcome), repeat=2):
+            ledger = fallback_site()
+            ledger.restart(at=T0, previous_validity_s=300)
+            assert ledger.site_worst_case_at(T0) == pytest.approx(14.4)
+            applied = dict(zip("AB", previous, strict=True))
+            answers = dict(zip("AB", outcomes, strict=True))
+
+            def send(reqs: Sequence[Request], applied: dict[str, float] = applied,
+                     answers: dict[str, Outcome] = answers, before: float = sum(previous)) -> list[Outcome]:
+                for r in reqs:
+                    if answers[r.label] is not Outcome.REJECTED and r.profile is not None:
+                        applied[r.label] = r.profile.periods[0][1]
+                assert sum(applied.values()) <= max(10.0, before) + 1e-9
+                return [answers[r.label] for r in reqs]
+
+            targets = [Request.install(tx("A", 5.0), "A"), Request.install(tx("B", 5.0), "B")]
+            result = run_waves(ledger, targets, [SITE], send, now=T0, until=at(600))
+            # A first, alone: 2.8 kW; B then 5.0 if A's was accepted (A known at 2.8), else 2.8
+            b_kw = 5.0 if outcomes[0] is Outcome.ACCEPTED else 2.8
+            assert [r.profile.periods[0][1] if r.profile else None for r in result.sent.values()] \
+                == [pytest.approx(2.8), pytest.approx(b_kw)]
+            if sum(previous) <= 10.0:
+                assert sum(applied.values()) <= 10.0 + 1e-9
 
 
 def test_a_txprofile_valid_beyond_the_hold_does_not_go_out_as_is() -> None:
@@ -164,4 +185,7 @@ def test_a_txprofile_valid_beyond_the_hold_does_not_go_out_as_is() -> None:
     late = next_wave(ledger, [Request.install(tx("A", 7.2, until=now + timedelta(seconds=300)), "A")], [site],
                      now=now, until=at(900))
     (grant,) = late.send
-    assert grant.clipped and grant.request.profile is not None and grant.request.profile.periods[0][1] <= 5.0
+    lowered = grant.request.profile
+    assert grant.clipped and lowered is not None
+    # 7.2 kW while the others are held, the fallback share once the hold lapses
+    assert lowered.limit_kw_at(now) == 7.2 and lowered.limit_kw_at(HOLD) == pytest.approx(5.0)
