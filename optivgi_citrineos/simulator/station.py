@@ -27,6 +27,7 @@ from ocpp.exceptions import (
     PropertyConstraintViolationError,
     ProtocolError,
     TypeConstraintViolationError,
+    UnknownCallErrorCodeError,
 )
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
@@ -61,6 +62,11 @@ logger = logging.getLogger(__name__)
 _SUBPROTOCOL = "ocpp1.6"
 #: Simulated seconds per integration step: fine enough for the taper above 80 % SoC.
 _STEP_S = 1.0
+#: Backoff of a transaction message the CSMS did not take (simulated seconds, doubling).
+_TX_RETRY_INITIAL_S = 5.0
+_TX_RETRY_MAX_S = 120.0
+#: How often a supervised task is restarted before the station gives up on it.
+_MAX_RESTARTS = 20
 _CALL_ERRORS: dict[str, type[OCPPError]] = {
     "PropertyConstraintViolation": PropertyConstraintViolationError,
     "FormatViolation": FormatViolationError,
@@ -230,6 +236,8 @@ class Station:
         self._ready = asyncio.Event()
         self._last_advance = clock.now()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: How many times a supervised task of this station was restarted after failing.
+        self.restarts = 0
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -244,6 +252,32 @@ class Station:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("%s: task %s failed", self.station_id, task.get_name(), exc_info=task.exception())
+
+    def supervise(self, factory: Callable[[], Coroutine[Any, Any, Any]], name: str) -> asyncio.Task[Any]:
+        """Run ``factory()`` as a station task that is restarted (and logged) whenever it fails.
+
+        A task that returns ends; one that raises is started again after a short backoff, up to
+        :data:`_MAX_RESTARTS` times (a charger's firmware keeps its metering alive the same way).
+        """
+
+        async def keeper() -> None:
+            restarts = 0
+            while True:
+                try:
+                    await factory()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    restarts += 1
+                    self.restarts += 1
+                    if restarts > _MAX_RESTARTS:
+                        logger.exception("%s: task %s failed %d times; giving up", self.station_id, name, restarts)
+                        return
+                    logger.exception("%s: task %s failed; restarting it (%d)", self.station_id, name, restarts)
+                await self.clock.sleep(min(60.0, 2.0**restarts))
+
+        return self.spawn(keeper(), name)
 
     def record(self, direction: str, text: str, action: str | None) -> None:
         """Keep a frame in the simulator's frame log."""
@@ -480,6 +514,11 @@ class Station:
         except OCPPError as exc:
             logger.warning("%s: %s answered with CALLERROR %s: %s", self.station_id, name,
                            type(exc).__name__, exc.description)
+        except UnknownCallErrorCodeError as exc:
+            # CitrineOS answers OCPP 1.6 stations with 2.0.1 codes (RpcFrameworkError "Call already
+            # in progress"): the call failed like any other.
+            logger.warning("%s: %s answered with a CALLERROR code this OCPP version does not define (%s)",
+                           self.station_id, name, exc)
         except TimeoutError:
             logger.warning("%s: no answer to %s within %g s", self.station_id, name, self.config.response_timeout_s)
         except websockets.exceptions.ConnectionClosed:
@@ -563,9 +602,21 @@ class Station:
                                   timestamp=iso_ms(now)),
             wait_online=True,
         )
-        if result is None:
-            logger.error("%s: StartTransaction failed; the car waits plugged in", c.tag(self.station_id))
-            return None
+        delay = _TX_RETRY_INITIAL_S
+        while result is None:
+            # A charger keeps a transaction message until the CSMS takes it (TransactionMessageAttempts).
+            logger.error("%s: StartTransaction failed; retrying in %.0f s (simulated)", c.tag(self.station_id),
+                         delay)
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, _TX_RETRY_MAX_S)
+            with self._lock:
+                if c.battery is None or c.transaction_id is not None:
+                    return c.transaction_id  # the car left (or another start won) meanwhile
+            result = await self._call(
+                call.StartTransaction(connector_id=connector_id, id_tag=id_tag, meter_start=c.meter_start_wh,
+                                      timestamp=iso_ms(now)),
+                wait_online=True,
+            )
         transaction_id = int(result.transaction_id)
         accepted = result.id_tag_info.get("status") == "Accepted"
         with self._lock:
@@ -585,7 +636,8 @@ class Station:
         logger.info("%s: transaction %d started (idTag %s), drawing %.2f kW", c.tag(self.station_id), transaction_id,
                     id_tag, power / 1000)
         await self._sync_status(c)
-        c.meter_task = self.spawn(self._meter_loop(c, transaction_id), f"{self.station_id}-{connector_id}-meter")
+        c.meter_task = self.supervise(lambda: self._meter_loop(c, transaction_id),
+                                      f"{self.station_id}-{connector_id}-meter")
         return transaction_id
 
     async def _meter_loop(self, c: _Connector, transaction_id: int) -> None:

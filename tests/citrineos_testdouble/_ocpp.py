@@ -58,6 +58,38 @@ class OutgoingCall:
 
 
 @dataclass
+class RequestFaults:
+    """CALLERRORs to answer charger requests with, for tests (``CitrineOSDouble.fail_requests``).
+
+    Each rule answers the next ``count`` requests of ``action`` from ``station_id`` (None: every
+    station) with CALLERROR ``code``; a count of None answers every such request until cleared.
+    """
+
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    injected: int = 0
+
+    def add(self, station_id: str | None, action: str, count: int | None, code: str, description: str) -> None:
+        self.rules.append(
+            {"station": station_id, "action": action, "count": count, "code": code, "description": description}
+        )
+
+    def take(self, station_id: str, action: str) -> tuple[str, str] | None:
+        for rule in self.rules:
+            if rule["action"] != action or rule["station"] not in (None, station_id):
+                continue
+            if rule["count"] is not None:
+                if rule["count"] <= 0:
+                    continue
+                rule["count"] -= 1
+            self.injected += 1
+            return str(rule["code"]), str(rule["description"])
+        return None
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+
+@dataclass
 class _Incoming:
     action: str
     timestamp: str
@@ -134,6 +166,10 @@ class StationSession(ChargePoint):
                 if self._expired_releases != expired_before:
                     await self._reject_busy(msg)
                     continue
+                injected = self.core.request_faults.take(self.station_id, msg.action)
+                if injected is not None:
+                    await self._reject_injected(msg, *injected)
+                    continue
                 try:
                     await self._handle_incoming(text, msg)
                 except Exception:
@@ -143,6 +179,14 @@ class StationSession(ChargePoint):
         error = CallError(msg.unique_id, "RpcFrameworkError", "Call already in progress", {})
         frame = error.to_json()
         logger.error("%s: Error processing message %s: Call already in progress", self.station_id, msg)
+        now = now_utc()
+        await self.core.store.log_message(self.station_id, msg.unique_id, "csms", msg.action, 2, json.loads(frame), now)
+        await self._send_frame(frame, msg.unique_id, msg.action, now)
+
+    async def _reject_injected(self, msg: Call, code: str, description: str) -> None:
+        # A fault injected by a test: answered like CitrineOS's busy CALLERROR, never published or stored.
+        logger.error("%s: Error processing message %s: %s (injected)", self.station_id, msg.action, description)
+        frame = CallError(msg.unique_id, code, description, {}).to_json()
         now = now_utc()
         await self.core.store.log_message(self.station_id, msg.unique_id, "csms", msg.action, 2, json.loads(frame), now)
         await self._send_frame(frame, msg.unique_id, msg.action, now)

@@ -40,7 +40,13 @@ from citrineos_testdouble._http import (
     json_response,
 )
 from citrineos_testdouble._jsonutil import iso_ms, js_value, now_utc
-from citrineos_testdouble._ocpp import OutgoingCall, StationSession, regex_allows, station_id_from_path
+from citrineos_testdouble._ocpp import (
+    OutgoingCall,
+    RequestFaults,
+    StationSession,
+    regex_allows,
+    station_id_from_path,
+)
 
 __all__ = ["AmqpUnavailableError", "CitrineOSDouble", "DatabaseUnavailableError", "DoubleConfig"]
 
@@ -173,6 +179,7 @@ class _Core:
         self._http: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.callbacks_sent = 0
+        self.request_faults = RequestFaults()
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -719,6 +726,38 @@ class CitrineOSDouble:
                     await self._core.store.set_online(station_id, False)
 
         self.run(close())
+
+    def fail_requests(
+        self,
+        action: str,
+        *,
+        station_id: str | None = None,
+        count: int | None = 1,
+        code: str = "RpcFrameworkError",
+        description: str = "Call already in progress",
+    ) -> None:
+        """Answer the next ``count`` ``action`` requests of a station (None: any) with a CALLERROR.
+
+        ``count=None`` answers every such request until :meth:`clear_request_faults`. The default
+        is the CALLERROR CitrineOS 1.8.3 sends a busy station (also to OCPP 1.6 stations, which do
+        not define the code). Such a request is neither published nor stored, as CitrineOS does.
+        """
+        if count is not None and count < 1:
+            raise ValueError(f"count must be >= 1 or None, got {count}")
+
+        async def add() -> None:
+            self._core.request_faults.add(station_id, action, count, code, description)
+
+        self.run(add())
+
+    def clear_request_faults(self) -> int:
+        """Stop injecting request CALLERRORs; returns how many were injected so far."""
+
+        async def clear() -> int:
+            self._core.request_faults.clear()
+            return self._core.request_faults.injected
+
+        return self.run(clear())
 
     def seed_id_tag(self, id_tag: str, status: str = "Accepted") -> None:
         """Insert or update an ``Authorizations`` row (status Accepted, Blocked, Invalid, ...)."""
