@@ -13,9 +13,9 @@ import logging
 import re
 from typing import Any
 
-from optivgi_citrineos import queries
 from citrineos_testdouble._db import Store
 from citrineos_testdouble._http import HttpRequest, HttpResponse, json_response
+from optivgi_citrineos import queries
 
 logger = logging.getLogger(__name__)
 
