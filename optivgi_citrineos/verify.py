@@ -704,7 +704,8 @@ def fetch_verify_data_sql(
         options["max_starved_s"] = max_starved_s
     if first_profile_s is not None:
         options["first_profile_s"] = first_profile_s
-    judgement = verify_run.judge_run(sessions, first, site_limit_kw, now=now, **options)
+    judgement = verify_run.judge_run(sessions, first, site_limit_kw, now=now, started_at=rows.started_at(),
+                                     **options)
     return data, judgement
 
 

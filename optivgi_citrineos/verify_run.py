@@ -162,12 +162,16 @@ def judge_run(
     max_starved_s: float = DEFAULT_MAX_STARVED_S,
     first_profile_s: float = DEFAULT_FIRST_PROFILE_S,
     min_delivered_share: float = DEFAULT_MIN_DELIVERED_SHARE,
+    started_at: Mapping[str, datetime] | None = None,
 ) -> RunJudgement:
     """Judge the run of ``sessions`` (see the module docstring).
 
     ``first_profiles`` maps a session key to when its first accepted TxProfile was sent; ``now``
     ends the sessions still active; ``min_kw`` is the least a car can charge at (6 A at 240 V):
     the site "has room" for a car while its delivered power is at least that far below the limit.
+    ``started_at`` gives, on the CSMS's clock, when a session started (the charger's own
+    timestamp, :attr:`SessionTrace.start`, is used where it is missing): check 7 compares it with
+    the profile times, which are on the CSMS's clock too.
     """
     if not sessions:
         return RunJudgement(now, now, 0.0, 0.0, {}, {}, max_starved_s, first_profile_s, min_delivered_share)
@@ -217,7 +221,8 @@ def judge_run(
     first: dict[str, float | None] = {}
     for s in sessions:
         when = first_profiles.get(s.key)
-        first[s.key] = None if when is None else max(0.0, (when - s.start).total_seconds())
+        began = (started_at or {}).get(s.key, s.start)
+        first[s.key] = None if when is None else max(0.0, (when - began).total_seconds())
     return RunJudgement(start, end, delivered, possible, longest, first, max_starved_s, first_profile_s,
                         min_delivered_share, _worst_minute(timeline, end), tuple(timeline))
 

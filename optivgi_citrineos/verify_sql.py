@@ -46,6 +46,16 @@ SELECT "transactionDatabaseId", timestamp, "sampledValue" FROM "MeterValues"
 WHERE "transactionDatabaseId" = ANY(%(ids)s) ORDER BY timestamp, id
 """.strip()
 
+#: When CitrineOS logged each session's start: the 1.6 StartTransaction answer (it carries the new
+#: transactionId) or the 2.0.1 TransactionEvent Started request.
+_STARTS_SQL = """
+SELECT "stationId", action, message, timestamp FROM "OCPPMessages"
+WHERE "stationId" = ANY(%(station_ids)s) AND "tenantId" = %(tenant_id)s AND timestamp >= %(since)s
+  AND ((action = 'StartTransaction' AND origin = 'csms' AND state = '2')
+       OR (action = 'TransactionEvent' AND origin = 'cs' AND state = '1' AND message->3->>'eventType' = 'Started'))
+ORDER BY id
+""".strip()
+
 _STATUS_SQL = """
 SELECT "stationId", "connectorId", "evseId", "connectorStatus", timestamp FROM "StatusNotifications"
 WHERE "stationId" = ANY(%(station_ids)s) AND timestamp >= %(since)s ORDER BY timestamp, id
@@ -61,6 +71,24 @@ class RunRows:
     sessions: list[dict[str, Any]]
     meters: list[dict[str, Any]]
     statuses: list[dict[str, Any]]
+    starts: list[dict[str, Any]]
+
+    def started_at(self) -> dict[str, datetime]:
+        """``station:transactionId`` -> when CitrineOS logged the session's start (its own clock)."""
+        out: dict[str, datetime] = {}
+        for row in self.starts:
+            frame = row.get("message")
+            if not isinstance(frame, list) or row.get("timestamp") is None:
+                continue
+            tx = None
+            if row.get("action") == "StartTransaction" and len(frame) >= 3 and isinstance(frame[2], Mapping):
+                tx = frame[2].get("transactionId")
+            elif len(frame) >= 4 and isinstance(frame[3], Mapping):
+                info = frame[3].get("transactionInfo")
+                tx = info.get("transactionId") if isinstance(info, Mapping) else None
+            if tx is not None:
+                out.setdefault(f"{row['stationId']}:{tx}", row["timestamp"])
+        return out
 
 
 def read_run_rows(
@@ -91,17 +119,18 @@ def read_run_rows(
             sessions = rows(RUN_SESSIONS_SQL, params)
             meters = rows(_METER_SQL, {"ids": [s["id"] for s in sessions]})
             statuses = rows(_STATUS_SQL, params)
+            starts = rows(_STARTS_SQL, params)
     except psycopg.OperationalError as exc:
         raise CSMSConnectionError(f"PostgreSQL cannot be reached: {exc}") from None
     except psycopg.Error as exc:
         raise CSMSResponseError(f"reading CitrineOS's tables failed: {exc}") from None
-    for message in messages:
+    for message in (*messages, *starts):
         # The JSON column may come back as text on some drivers' settings.
         if isinstance(message.get("message"), str):
             import json
 
             message["message"] = json.loads(message["message"])
-    return RunRows(messages, profiles, sessions, meters, statuses)
+    return RunRows(messages, profiles, sessions, meters, statuses, starts)
 
 
 def sessions_from_rows(rows: RunRows, max_kw: Callable[[str, int], float]) -> list[SessionTrace]:
