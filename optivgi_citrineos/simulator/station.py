@@ -96,6 +96,8 @@ class _Connector:
     ev_number: int | None = None
     id_tag: str | None = None
     departs: bool = False
+    #: When the car leaves (simulated), if known: OCPP 2.0.1 reports it in NotifyEVChargingNeeds.
+    departure: dt.datetime | None = None
     transaction_id: int | None = None
     tx_start: dt.datetime | None = None
     meter_start_wh: int = 0
@@ -211,6 +213,11 @@ class _Client(ChargePoint):
 
 class Station:
     """One charge point: connects (with backoff), boots, reports, runs its cars' sessions."""
+
+    #: The websocket subprotocol (and OCPP version) this station speaks.
+    subprotocol = _SUBPROTOCOL
+    #: Its OCPP version for schema validation.
+    ocpp_version = "1.6"
 
     def __init__(self, station_id: str, config: SimulatorConfig, clock: SimClock, hooks: _Hooks) -> None:
         self.station_id = station_id
@@ -412,11 +419,13 @@ class Station:
             attempt += 1
             try:
                 async with connect(
-                    self.url, subprotocols=[Subprotocol(_SUBPROTOCOL)], open_timeout=10, close_timeout=2
+                    self.url, subprotocols=[Subprotocol(self.subprotocol)], open_timeout=10, close_timeout=2
                 ) as ws:
-                    if ws.subprotocol != _SUBPROTOCOL:
+                    if ws.subprotocol != self.subprotocol:
                         # CitrineOS leaves such a socket open and silent (e.g. its 2.0.1 port): give up on it.
-                        raise ConnectionError(f"the server did not agree to subprotocol {_SUBPROTOCOL} (wrong port?)")
+                        raise ConnectionError(
+                            f"the server did not agree to subprotocol {self.subprotocol} (wrong port?)"
+                        )
                     logger.info("%s: connected to %s", self.station_id, self.url)
                     attempt = 0
                     delay = self.config.reconnect_initial_s
@@ -430,8 +439,11 @@ class Station:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.reconnect_max_s)
 
+    def _make_client(self, ws: ClientConnection) -> _Client:
+        return _Client(self, ws)
+
     async def _serve(self, ws: ClientConnection) -> None:
-        client = _Client(self, ws)
+        client = self._make_client(ws)
         with self._lock:
             self._client = client
             self._connection = ws
@@ -724,6 +736,7 @@ class Station:
             c.ev_number = None
             c.id_tag = None
             c.departs = False
+            c.departure = None
             c.pending_profile = None
             c.status = "Available"
         if number is not None:
