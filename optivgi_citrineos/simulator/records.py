@@ -99,7 +99,8 @@ class StationSnapshot:
 
     Attributes:
         connected: the websocket is open.
-        booted: the CSMS accepted its BootNotification on this connection.
+        booted: the CSMS accepted its BootNotification on this connection and the station sent
+            its first StatusNotifications after it.
         station_limit_w: the ChargePointMaxProfile limit now (None = none).
         power_kw: the sum over its connectors.
         connectors: by connector id (1-based).

@@ -99,6 +99,9 @@ class _Connector:
     #: When the car leaves (simulated), if known: OCPP 2.0.1 reports it in NotifyEVChargingNeeds.
     departure: dt.datetime | None = None
     transaction_id: int | None = None
+    #: The transaction is being started (its Start message is out): the car already draws, as on a
+    #: real charger, so the energy counts from the start's timestamp whatever the CSMS's latency.
+    starting: bool = False
     tx_start: dt.datetime | None = None
     meter_start_wh: int = 0
     stopping: bool = False
@@ -334,7 +337,7 @@ class Station:
         for c in self.connectors.values():
             c.limit = composite_limit(profiles, c.connector_id, pnow, self._tx(c), voltage=cfg.voltage,
                                       phases=cfg.phases)
-            if c.transaction_id is None or c.battery is None or c.stopping:
+            if (c.transaction_id is None and not c.starting) or c.battery is None or c.stopping:
                 continue
             offer = cfg.evse_max_w
             for bound in (c.limit.tx_limit_w, c.limit.station_cap_w):
@@ -345,8 +348,8 @@ class Station:
         shares = allocate_power(desired, self.station_limit_w)
         for c in self.connectors.values():
             c.power_w = shares.get(c.connector_id, 0.0)
-            if c.connector_id not in offered:
-                continue
+            if c.connector_id not in offered or c.transaction_id is None:
+                continue  # a starting transaction keeps its Preparing status until it is confirmed
             if offered[c.connector_id] <= 0:
                 status = "SuspendedEVSE"
             elif c.battery is not None and c.battery.acceptance_kw() <= 0:
@@ -488,7 +491,6 @@ class Station:
             await asyncio.sleep(retry)
         interval = self.config.heartbeat_interval_s or (result.interval if result.interval > 0 else 60)
         with self._lock:
-            self.booted = True
             self._online.set()
             self.advance(self.clock.now())
         logger.info("%s: BootNotification accepted, heartbeat every %g s", self.station_id, interval)
@@ -496,6 +498,9 @@ class Station:
                                                  timestamp=iso_ms(self.clock.now())))
         for c in self.connectors.values():
             await self._sync_status(c)
+        with self._lock:
+            # Booted once the first statuses are out too: a car plugged in from now on follows them.
+            self.booted = True
         self._ready.set()
         while True:
             await asyncio.sleep(interval)
@@ -609,13 +614,30 @@ class Station:
             now = self.clock.now()
             self.advance(now)
             c.meter_start_wh = math.floor(c.energy_wh)
-        result = await self._call(
-            call.StartTransaction(connector_id=connector_id, id_tag=id_tag, meter_start=c.meter_start_wh,
-                                  timestamp=iso_ms(now)),
-            wait_online=True,
-        )
+            c.starting = True
+            self._recompute(now)
+        try:
+            result = await self._start_transaction(c, connector_id, id_tag, now)
+        finally:
+            with self._lock:
+                self.advance(self.clock.now())
+                c.starting = False
+        if result is None:
+            return c.transaction_id
+        transaction_id = int(result.transaction_id)
+        return await self._after_start(c, connector_id, transaction_id, result, now, id_tag)
+
+    async def _start_transaction(self, c: _Connector, connector_id: int, id_tag: str, now: dt.datetime) -> Any:
+        """StartTransaction, retried with backoff until answered; None when the car left meanwhile."""
         delay = _TX_RETRY_INITIAL_S
-        while result is None:
+        while True:
+            result = await self._call(
+                call.StartTransaction(connector_id=connector_id, id_tag=id_tag, meter_start=c.meter_start_wh,
+                                      timestamp=iso_ms(now)),
+                wait_online=True,
+            )
+            if result is not None:
+                return result
             # A charger keeps a transaction message until the CSMS takes it (TransactionMessageAttempts).
             logger.error("%s: StartTransaction failed; retrying in %.0f s (simulated)", c.tag(self.station_id),
                          delay)
@@ -623,13 +645,10 @@ class Station:
             delay = min(delay * 2, _TX_RETRY_MAX_S)
             with self._lock:
                 if c.battery is None or c.transaction_id is not None:
-                    return c.transaction_id  # the car left (or another start won) meanwhile
-            result = await self._call(
-                call.StartTransaction(connector_id=connector_id, id_tag=id_tag, meter_start=c.meter_start_wh,
-                                      timestamp=iso_ms(now)),
-                wait_online=True,
-            )
-        transaction_id = int(result.transaction_id)
+                    return None  # the car left (or another start won) meanwhile
+
+    async def _after_start(self, c: _Connector, connector_id: int, transaction_id: int, result: Any,
+                           now: dt.datetime, id_tag: str) -> int | None:
         accepted = result.id_tag_info.get("status") == "Accepted"
         with self._lock:
             c.transaction_id = transaction_id

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint as ChargePoint201
@@ -110,7 +110,8 @@ class _Client201(ChargePoint201, _Client):  # type: ignore[misc]
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, evse_id: int, **_: Any) -> Any:
         raw = self.current_payload.get("chargingProfile", {})
-        return call_result.SetChargingProfile(status=self._station.set_charging_profile_201(evse_id, raw))
+        station = cast("Station201", self._station)
+        return call_result.SetChargingProfile(status=station.set_charging_profile_201(evse_id, raw))
 
     @on("ClearChargingProfile")
     async def on_clear_charging_profile(self, **_: Any) -> Any:
@@ -124,7 +125,7 @@ class _Client201(ChargePoint201, _Client):  # type: ignore[misc]
 
     @on("GetChargingProfiles")
     async def on_get_charging_profiles(self, request_id: int, **_: Any) -> Any:
-        station = self._station
+        station = cast("Station201", self._station)
         if not station.store.profiles:
             return call_result.GetChargingProfiles(status="NoProfiles")
         station.spawn(station.report_charging_profiles(request_id), f"{station.station_id}-report-profiles")
@@ -146,7 +147,7 @@ class _Client201(ChargePoint201, _Client):  # type: ignore[misc]
 
     @on("GetBaseReport")
     async def on_get_base_report(self, request_id: int, **_: Any) -> Any:
-        station = self._station
+        station = cast("Station201", self._station)
         station.spawn(station.notify_report(request_id), f"{station.station_id}-report")
         return call_result.GetBaseReport(status="Accepted")
 
@@ -184,12 +185,14 @@ class Station201(Station):
             await asyncio.sleep(retry)
         interval = self.config.heartbeat_interval_s or (result.interval if result.interval > 0 else 60)
         with self._lock:
-            self.booted = True
             self._online.set()
             self.advance(self.clock.now())
         logger.info("%s: BootNotification accepted (OCPP 2.0.1), heartbeat every %g s", self.station_id, interval)
         for c in self.connectors.values():
             await self._sync_status(c)
+        with self._lock:
+            # Booted once the first statuses are out too: a car plugged in from now on follows them.
+            self.booted = True
         self._ready.set()
         while True:
             await asyncio.sleep(interval)
@@ -274,19 +277,26 @@ class Station201(Station):
             self.advance(now)
             c.meter_start_wh = math.floor(c.energy_wh)
             self._seq[connector_id] = 0
+            c.starting = True  # the car draws from the Started event's timestamp on
+            self._recompute(now)
         extra = {"id_token": token, "evse": {"id": connector_id, "connector_id": 1}}
         delay = _TX_RETRY_INITIAL_S
-        while True:
-            result = await self._event(c, "Started", "Authorized", "EVConnected", context="Transaction.Begin",
-                                       extra=extra, transaction_id=transaction_id, wait_online=True)
-            if result is not None:
-                break
-            logger.error("%s: TransactionEvent Started failed; retrying in %.0f s (simulated)",
-                         c.tag(self.station_id), delay)
-            await self.clock.sleep(delay)
-            delay = min(delay * 2, _TX_RETRY_MAX_S)
-            if c.battery is None:
-                return None
+        try:
+            while True:
+                result = await self._event(c, "Started", "Authorized", "EVConnected", context="Transaction.Begin",
+                                           extra=extra, transaction_id=transaction_id, wait_online=True)
+                if result is not None:
+                    break
+                logger.error("%s: TransactionEvent Started failed; retrying in %.0f s (simulated)",
+                             c.tag(self.station_id), delay)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, _TX_RETRY_MAX_S)
+                if c.battery is None:
+                    return None
+        finally:
+            with self._lock:
+                self.advance(self.clock.now())
+                c.starting = False
         info = result.id_token_info or {}
         accepted = info.get("status", "Accepted") == "Accepted"
         with self._lock:

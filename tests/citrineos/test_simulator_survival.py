@@ -68,8 +68,9 @@ def test_unknown_callerror_codes_and_a_failed_start_do_not_stop_the_station(
     # Three MeterValues are refused with RpcFrameworkError; the metering task keeps going and the
     # double stores the following ones.
     def stored() -> list[dict[str, Any]]:
-        return _rows(citrineos_double, 'SELECT * FROM "MeterValues" WHERE "transactionId" = %s',
-                     str(transaction_id))
+        return _rows(citrineos_double, 'SELECT m.* FROM "MeterValues" m JOIN "Transactions" t ON '
+                     't.id = m."transactionDatabaseId" WHERE t."stationId" = %s AND t."transactionId" = %s',
+                     station, str(transaction_id))
 
     _wait(lambda: len(stored()) >= 2, 30, "two stored MeterValues after the refused ones")
     meter_calls = [f for f in sim.frames(station) if f.direction == "send" and f.action == "MeterValues"
