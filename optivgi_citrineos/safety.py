@@ -170,11 +170,18 @@ class SiteSafety:
         end = to_utc(now) + timedelta(seconds=n_steps * res)
         points = self.ledger.boundaries(now, end)
         reserved = [(t, self.ledger.circuit_worst_case_at(circuit, t, exclude=planned)) for t in points]
+        # What this cycle sends is in force one validity at most (TxProfiles lapse, and so do holds
+        # unless renewed); later steps are planned with the reservation at the end of that window.
+        validity = self.config.profile_validity_s
+        window = to_utc(now) + timedelta(seconds=validity) if validity > 0 else end
         out: list[float] = []
+        worst = 0.0
         for i in range(n_steps):
             a = to_utc(now) + timedelta(seconds=i * res)
-            b = a + timedelta(seconds=res)
-            worst = max([r for t, r in reserved if a <= t < b] + [r for t, r in reserved if t <= a][-1:], default=0.0)
+            b = min(a + timedelta(seconds=res), window)
+            if a < window or i == 0:
+                worst = max([r for t, r in reserved if a <= t < b] + [r for t, r in reserved if t <= a][-1:],
+                            default=0.0)
             out.append(max(circuit.limit_at(a) - worst, 0.0))
         return out
 
@@ -186,15 +193,13 @@ class SiteSafety:
                 return r.valid_to
         return None
 
-    def hold_wanted(self, station_id: str, now: datetime, *, new: bool) -> bool:
-        """Whether the station should carry (``new``: get) a hold: it has an idle connector, no car
-        of it has been failing for a validity period, and (for a new hold) every car of it runs a
-        TxProfile it accepted, so the hold stops no car."""
+    def hold_wanted(self, station_id: str, now: datetime) -> bool:
+        """Whether the station should get or renew a hold: it has an idle connector, no car of it
+        is failing, and every car of it runs a TxProfile it accepted, so the hold stops no car (a
+        car that arrived under the hold waits at most until the hold ends: one validity)."""
         keys = self.ledger.connectors_of(station_id)
         if not any(k not in self._active for k in keys) or not self.release.may_renew_hold(station_id, now):
             return False
-        if not new:
-            return True
         for key in keys:
             if key in self._active and not any(
                     r.key == key and r.purpose is ChargingProfilePurpose.TX_PROFILE and r.limit_kw_at(now) is not None

@@ -80,14 +80,14 @@ class Sender:
         if self.config.fallback:
             self.ensure_fallbacks(stations, deadline=deadline)
         now = self._now()
-        renew = [s for s in stations if self.safety.hold_until(s, now) and self.safety.hold_wanted(s, now, new=False)]
+        renew = [s for s in stations if self.safety.hold_until(s, now) and self.safety.hold_wanted(s, now)]
         results = self.safety.send(group, [*self.holds(renew, now), *items], self._call(deadline), now, self._now)
         for label, (outcome, reason) in results.items():
             if label.startswith("hold:") and outcome is not SendOutcome.APPLIED:
                 logger.warning("hold profile not renewed on %s (%s): %s", label[5:], outcome.value, reason)
         now = self._now()
         fresh = [s for s in stations if self.fallbacks.installed(s) and not self.safety.hold_until(s, now)
-                 and self.safety.hold_wanted(s, now, new=True)]
+                 and self.safety.hold_wanted(s, now)]
         self.safety.send(group, self.holds(fresh, now), self._call(deadline), now, self._now)
         return {k: v for k, v in results.items() if not k.startswith("hold:")}
 
