@@ -30,7 +30,7 @@ from optivgi.models.profile import ChargingProfile
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
-from optivgi.translation import SendOutcome, Translation
+from optivgi.translation import ProfileSpec, SendOutcome, Translation
 
 __all__ = ["CycleReport", "GroupResult", "Scheduler"]
 
@@ -145,22 +145,25 @@ class Scheduler:
 
     # -- one cycle -------------------------------------------------------------------------
     def _profiles(self, evs: list[EV], schedule: PowerSchedule) -> dict[EV, ChargingProfile]:
-        unit = self.settings.charging_rate_unit
         profiles: dict[EV, ChargingProfile] = {}
         for ev, row in zip(evs, schedule.power_kw, strict=True):
             ev.power = [float(p) for p in row]
             if not ev.active:
                 continue  # an expected EV is planned for, but there is no charger to tell yet
+            # Built once, as the translation wants it on the wire (unit, id, level, periods).
+            spec = self.translation.profile_spec(ev) or ProfileSpec(
+                charging_profile_id=100 + ev.connector_id)
             profiles[ev] = ChargingProfile.from_power(
                 row,
                 start=schedule.start,
                 resolution_s=schedule.resolution_s,
-                unit=unit,
+                unit=spec.unit or self.settings.charging_rate_unit,
                 voltage=ev.voltage or self.settings.voltage,
                 phases=ev.phases,
-                charging_profile_id=100 + ev.connector_id,
-                stack_level=1,
+                charging_profile_id=spec.charging_profile_id,
+                stack_level=spec.stack_level,
                 transaction_id=ev.transaction_id,
+                max_periods=spec.max_periods,
             )
         return profiles
 
