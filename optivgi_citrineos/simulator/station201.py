@@ -100,7 +100,7 @@ def _overlaps(a: ChargingProfile, b: ChargingProfile) -> bool:
     return lo < hi
 
 
-class _Client201(ChargePoint201, _Client):  # type: ignore[misc]
+class _Client201(ChargePoint201, _Client):
     """The ``ocpp`` 2.0.1 charging station on one connection (frames recorded as for 1.6).
 
     The handlers keep the 1.6 client's method names so that they replace them for the actions
