@@ -11,6 +11,7 @@ it is reported ``BUSY`` and the next cycle tries again.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: Reason of a call not made because one is pending on the station.
 BUSY = "not sent: a call to this station is still pending"
+#: CitrineOS's answer to a 2.0.1 profile for an EVSE its device model does not know.
+_UNKNOWN_EVSE = re.compile(r"^Evse (\d+) not found\.?$")
 
 
 class StationCalls:
@@ -94,7 +97,14 @@ class StationCalls:
                 return SendOutcome.FAILED, redact(f"CitrineOS answered an unexpected body: {resp.text[:200]}")
             result = answer[0]
             if result.get("success") is not True:
-                return SendOutcome.REJECTED, redact(f"CitrineOS: {result.get('payload', 'success false')}")
+                text = str(result.get("payload", "success false"))
+                unknown = _UNKNOWN_EVSE.match(text)
+                if unknown is not None:
+                    return SendOutcome.REJECTED, redact(
+                        f"CitrineOS does not know EVSE {unknown.group(1)} of station {station_id}: the station must "
+                        "report it in its device model (NotifyReport, e.g. after POST "
+                        "/ocpp/2.0.1/reporting/getBaseReport); until then the EVSE stays on its fallback")
+                return SendOutcome.REJECTED, redact(f"CitrineOS: {text}")
             if pending is None:
                 return SendOutcome.UNANSWERED, "queued by CitrineOS; no RabbitMQ listener connected to see the answer"
             if not pending.wait(cfg.answer_timeout_s):

@@ -180,10 +180,30 @@ def _identity(station: Any, tx: Any) -> tuple[str, str]:
     return station, str(tx)
 
 
+def _outlet(connector: Any, evse: Any) -> tuple[int | None, bool]:
+    """(the outlet's number, whether it is a 2.0.1 EVSE).
+
+    CitrineOS 1.8.3 points a 2.0.1 transaction at a Connectors row without a connector number but
+    with its EVSE (contract README, "Run 3"): for 2.0.1 the EVSE id identifies the outlet, and it is
+    what SetChargingProfile 2.0.1 addresses.
+    """
+    number = _connector(connector)
+    if number is None and evse is not None:
+        return _connector(evse), True
+    return number, False
+
+
+def _meter_start_wh(value: Any, ocpp201: bool) -> float | None:
+    # CitrineOS 1.8.3 stores a 2.0.1 session's meterStart in kWh (a 1000 Wh register was stored as 1).
+    start = optional_float(value)
+    return None if start is None else start * 1000.0 if ocpp201 else start
+
+
 def row_from_graphql(raw: Mapping[str, Any]) -> SessionRow:
     """A Hasura ``Transactions`` element → :class:`SessionRow`; raises :class:`RowError`."""
     station, tx = _identity(raw.get("stationId"), raw.get("transactionId"))
-    number = _field("Connector.connectorId", lambda: _connector((raw.get("Connector") or {}).get("connectorId")))
+    number, ocpp201 = _field("Connector.connectorId", lambda: _outlet(
+        (raw.get("Connector") or {}).get("connectorId"), (raw.get("Evse") or {}).get("evseTypeId")))
     meter_values = raw.get("MeterValues") or []
     sampled = _field("MeterValues.sampledValue",
                      lambda: _sampled(meter_values[0].get("sampledValue")) if meter_values else ())
@@ -192,7 +212,7 @@ def row_from_graphql(raw: Mapping[str, Any]) -> SessionRow:
         found, latest = None, None
         for item in (raw.get("ChargingStation") or {}).get("LatestStatusNotifications") or []:
             sn = (item or {}).get("StatusNotification") or {}
-            if number is not None and sn.get("connectorId") == number:
+            if number is not None and sn.get("evseId" if ocpp201 else "connectorId") == number:
                 ts = parse_time(sn.get("timestamp"))
                 if latest is None or (ts is not None and ts >= latest):
                     found, latest = sn.get("connectorStatus"), ts
@@ -204,7 +224,7 @@ def row_from_graphql(raw: Mapping[str, Any]) -> SessionRow:
         connector_id=number,
         id_token=_field("Authorization.idToken", lambda: (raw.get("Authorization") or {}).get("idToken")),
         start_time=_field("startTime", lambda: parse_time(raw.get("startTime"))),
-        meter_start_wh=_field("meterStart", lambda: optional_float(raw.get("meterStart"))),
+        meter_start_wh=_field("meterStart", lambda: _meter_start_wh(raw.get("meterStart"), ocpp201)),
         sampled_values=sampled,
         connector_status=_field("LatestStatusNotifications", status),
         db_id=raw.get("id"),
@@ -214,13 +234,14 @@ def row_from_graphql(raw: Mapping[str, Any]) -> SessionRow:
 def row_from_sql(rec: Mapping[str, Any]) -> SessionRow:
     """A row of :data:`~optivgi_citrineos.queries.ACTIVE_SESSIONS_SQL` → :class:`SessionRow`."""
     station, tx = _identity(rec.get("stationId"), rec.get("transactionId"))
+    number, ocpp201 = _field("ocppConnectorId", lambda: _outlet(rec.get("ocppConnectorId"), rec.get("ocppEvseId")))
     return SessionRow(
         station_id=station,
         transaction_id=tx,
-        connector_id=_field("ocppConnectorId", lambda: _connector(rec.get("ocppConnectorId"))),
+        connector_id=number,
         id_token=rec.get("idToken"),
         start_time=_field("startTime", lambda: parse_time(rec.get("startTime"))),
-        meter_start_wh=_field("meterStart", lambda: optional_float(rec.get("meterStart"))),
+        meter_start_wh=_field("meterStart", lambda: _meter_start_wh(rec.get("meterStart"), ocpp201)),
         sampled_values=_field("lastSampledValue", lambda: _sampled(rec.get("lastSampledValue"))),
         connector_status=rec.get("lastConnectorStatus"),
         db_id=rec.get("transactionDatabaseId"),
@@ -273,7 +294,7 @@ def _apply_needs(config: CitrineOSConfig, row: SessionRow, needs: ChargingNeeds,
 def build_ev(config: CitrineOSConfig, row: SessionRow, now: datetime, needs: ChargingNeedsStore) -> EV:
     """The EV of one session row; raises :class:`RowError` naming the field that fails."""
     if row.connector_id is None:
-        raise RowError("Connector.connectorId", "no OCPP connector number (Connector relationship missing)")
+        raise RowError("Connector.connectorId", "no OCPP connector number nor EVSE (Connector relationship missing)")
     connector = row.connector_id
     params = _field("session parameters", lambda: config.session_params(row.station_id, connector, row.id_token))
     tz = config.tz

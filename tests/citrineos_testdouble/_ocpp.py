@@ -308,9 +308,6 @@ class StationSession(ChargePoint):
             await self.core.webhook_message(self, "cs", text, fresh, "NoAction", now)
             return
         await self.core.webhook_message(self, "cs", text, call.correlation_id, call.action, now)
-        await self._log_message(
-            self.station_id, call.correlation_id, "cs", call.action, 2, json.loads(text), now
-        )
         if isinstance(msg, CallResult):
             stamp = iso_ms(now)
             assert stamp is not None
@@ -339,6 +336,8 @@ class StationSession(ChargePoint):
             }
             call.answer = error
             self.core.callback(call, error)
+        # Logged once the rows it implies are written: a reader that sees the answer sees them too.
+        await self._log_message(self.station_id, call.correlation_id, "cs", call.action, 2, json.loads(text), now)
         if call.done is not None and not call.done.done():
             call.done.set_result(None)
 
