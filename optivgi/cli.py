@@ -88,7 +88,7 @@ def run(ctx: click.Context, translation: str | None, algorithm: str | None, inte
         with instance as t:
             from optivgi.report import CurtailmentReporter
 
-            reporter = CurtailmentReporter(click.echo, voltage=settings.voltage)
+            reporter = CurtailmentReporter(click.echo, voltage=settings.voltage, arrivals=True)
             scheduler = Scheduler(t, algo, settings, clock=clock, on_cycle=reporter)
 
             def _stop(signum: int, frame: FrameType | None) -> None:
