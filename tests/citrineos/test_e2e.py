@@ -394,7 +394,8 @@ def test_optivgi_run_prints_the_operator_lines(demo: DemoRun) -> None:
                for line in lines), "\n".join(lines[-40:])
     # Per-EV kW: six cars at 5.0 kW each.
     six = [line for line in lines if "allocation (" in line and line.count(" kW") == 7]
-    assert any(all(abs(float(kw) - 5.0) <= 0.05 for kw in re.findall(r": (\d+\.\d+) kW", line)) for line in six), six[-3:]
+    assert any(all(abs(float(kw) - 5.0) <= 0.05 for kw in re.findall(r": (\d+\.\d+) kW", line))
+               for line in six), six[-3:]
 
 
 def test_the_201_stations_were_planned_on_their_evses(demo: DemoRun) -> None:
