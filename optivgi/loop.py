@@ -175,7 +175,7 @@ class Scheduler:
         offered its max again (scaled down, all of them together, if even that does not fit).
         """
         pinned_rows = np.array([ev.active and str(ev.ev_id) in self._unconfirmed for ev in evs], dtype=bool)
-        if not pinned_rows.any():
+        if not pinned_rows.any() or self.translation.counts_in_force:
             return plan(problem, self.algorithm)
         mask = problem.window_mask()[pinned_rows]
         pinned = problem.max_power_kw[pinned_rows, None] * mask

@@ -170,10 +170,13 @@ class SiteSafety:
         end = to_utc(now) + timedelta(seconds=n_steps * res)
         points = self.ledger.boundaries(now, end)
         reserved = [(t, self.ledger.circuit_worst_case_at(circuit, t, exclude=planned)) for t in points]
-        # What this cycle sends is in force one validity at most (TxProfiles lapse, and so do holds
-        # unless renewed); later steps are planned with the reservation at the end of that window.
+        # What this cycle sends is in force one validity at most, and no TxProfile outlives the hold
+        # of its station: later steps are planned with the reservation at the end of that window
+        # (the safe waves check every instant anyway, and lower what does not fit).
         validity = self.config.profile_validity_s
         window = to_utc(now) + timedelta(seconds=validity) if validity > 0 else end
+        holds = [h for s in self.config.groups[group] if (h := self.hold_until(s, now)) is not None and h > now]
+        window = min([window, *holds])
         out: list[float] = []
         worst = 0.0
         for i in range(n_steps):
