@@ -264,8 +264,11 @@ class SiteSafety:
         profile = item.profile
         record = request.profile
         if record is not None and record != self._record(item):
-            periods = tuple(ChargingSchedulePeriod(p.start_period, min(p.limit, wire_limit(
-                profile.unit, kw, item.voltage, p.number_phases or item.phases)), p.number_phases)
-                for p, (_, kw) in zip(profile.periods, record.periods, strict=True))
-            profile = attrs.evolve(profile, periods=periods)
+            periods: list[ChargingSchedulePeriod] = []
+            for offset, kw in record.periods:  # the planner may split a period to lower part of it
+                own = profile.period_at(offset)
+                limit = min(own.limit, wire_limit(profile.unit, kw, item.voltage, own.number_phases or item.phases))
+                if not periods or periods[-1].limit != limit:
+                    periods.append(ChargingSchedulePeriod(offset, limit, own.number_phases))
+            profile = attrs.evolve(profile, periods=tuple(periods))
         return envelope(item.ocpp, item.connector, profile)
