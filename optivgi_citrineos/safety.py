@@ -175,7 +175,7 @@ class SiteSafety:
         # (the safe waves check every instant anyway, and lower what does not fit).
         validity = self.config.profile_validity_s
         window = to_utc(now) + timedelta(seconds=validity) if validity > 0 else end
-        holds = [h for s in self.config.groups[group] if (h := self.hold_until(s, now)) is not None and h > now]
+        holds = [h for s in self.config.groups[group] if (h := self.hold_cap(s, now)) is not None]
         window = min([window, *holds])
         out: list[float] = []
         worst = 0.0
@@ -195,6 +195,14 @@ class SiteSafety:
             if r.profile_id == hold_id(self.config.profile_id_base) and r.limit_kw_at(now) is not None:
                 return r.valid_to
         return None
+
+    def hold_cap(self, station_id: str, now: datetime) -> datetime | None:
+        """The end of the station's hold when it still holds an idle connector: no TxProfile there
+        may outlive it (were opti-vgi to stop, that connector would get its fallback share on top)."""
+        if all(k in self._active for k in self.ledger.connectors_of(station_id)):
+            return None
+        until = self.hold_until(station_id, now)
+        return until if until is not None and until > now else None
 
     def hold_wanted(self, station_id: str, now: datetime) -> bool:
         """Whether the station should get or renew a hold: it has an idle connector, no car of it

@@ -75,30 +75,25 @@ class Sender:
             return wanted
         now = self._now()
         lapse = now + timedelta(seconds=self.config.profile_validity_s)
-        hold = self.safety.hold_until(station, now)
-        lapse = min(lapse, hold) if hold is not None and hold > now else lapse
+        hold = self.safety.hold_cap(station, now)
+        lapse = min(lapse, hold) if hold is not None else lapse
         return lapse if wanted is None else min(wanted, lapse)
 
     def send_group(self, group: str, items: Sequence[Item], deadline: float) -> dict[str, tuple[SendOutcome, str]]:
-        """Fallbacks due first, then renewed holds, then ``items``, then holds that became safe."""
+        """Fallbacks due first, then ``items``, then the holds (renewed, or placed where they became safe)."""
         stations = self.config.groups[group]
         if self.config.fallback:
             self.ensure_fallbacks(stations, deadline=deadline)
         now = self._now()
-        renew = [s for s in stations if self.safety.hold_until(s, now) and self.safety.hold_wanted(s, now)]
-        renewed = self.safety.send(group, self.holds(renew, now), self._call(deadline), now, self._now)
-        for label, (outcome, reason) in renewed.items():
-            if outcome is not SendOutcome.APPLIED:
-                logger.warning("hold profile not renewed on %s (%s): %s", label[5:], outcome.value, reason)
-        # The TxProfiles may now last until the renewed holds end (never past them).
-        now = self._now()
-        items = [attrs.evolve(i, profile=attrs.evolve(i.profile, valid_to=self._valid_to(i.station_id, None)))
-                 if i.profile.valid_to is not None else i for i in items]
         results = self.safety.send(group, items, self._call(deadline), now, self._now)
+        # Holds last: where every car now runs an accepted TxProfile (so a hold stops no car),
+        # renewed or placed for one validity; the next cycle's TxProfiles end with them.
         now = self._now()
-        fresh = [s for s in stations if self.fallbacks.installed(s) and not self.safety.hold_until(s, now)
-                 and self.safety.hold_wanted(s, now)]
-        self.safety.send(group, self.holds(fresh, now), self._call(deadline), now, self._now)
+        wanted = [s for s in stations if self.fallbacks.installed(s) and self.safety.hold_wanted(s, now)]
+        for label, (outcome, reason) in self.safety.send(group, self.holds(wanted, now), self._call(deadline), now,
+                                                         self._now).items():
+            if outcome is not SendOutcome.APPLIED:
+                logger.warning("hold profile not placed on %s (%s): %s", label[5:], outcome.value, reason)
         return results
 
     def ensure_fallbacks(self, stations: Sequence[str], *, deadline: float) -> dict[str, SendOutcome]:
