@@ -89,7 +89,9 @@ class Sender:
         # Holds last: where every car now runs an accepted TxProfile (so a hold stops no car),
         # renewed or placed for one validity; the next cycle's TxProfiles end with them.
         now = self._now()
-        wanted = [s for s in stations if self.fallbacks.installed(s) and self.safety.hold_wanted(s, now)]
+        half = timedelta(seconds=self.config.profile_validity_s / 2)
+        wanted = [s for s in stations if self.fallbacks.installed(s) and self.safety.hold_wanted(s, now)
+                  and ((h := self.safety.hold_until(s, now)) is None or h - now < half)]  # renewed at half-life
         for label, (outcome, reason) in self.safety.send(group, self.holds(wanted, now), self._call(deadline), now,
                                                          self._now).items():
             if outcome is not SendOutcome.APPLIED:
