@@ -24,6 +24,7 @@ __all__ = [
     "ConnectorCount",
     "FallbackShare",
     "HoldRelease",
+    "capped_valid_to",
     "count_connectors",
     "fallback_share",
     "round_down_to_step",
@@ -51,6 +52,17 @@ def round_down_to_step(value: float, step: float) -> float:
     while (k + 1) * step <= value:
         k += 1
     return k * step
+
+
+def capped_valid_to(now: datetime, validity_s: float, hold_until: datetime | None) -> datetime:
+    """The ``validTo`` of a TxProfile sent at ``now``: one validity period, but never after the
+    station's hold (``hold_until``), so that if sending stops every connector of the station
+    drops to its fallback share at the same moment and none keeps more while new sessions start
+    at their share."""
+    if not math.isfinite(validity_s) or validity_s <= 0:
+        raise ValueError(f"validity_s must be a finite number > 0, got {validity_s!r}")
+    lapse = to_utc(now) + timedelta(seconds=validity_s)
+    return lapse if hold_until is None else min(lapse, to_utc(hold_until))
 
 
 @attrs.frozen
@@ -144,12 +156,13 @@ def fallback_share(limits_kw: float | Iterable[float], connectors: int, *, unit:
     raw = unit.from_kw(lowest / connectors, voltage, phases)
     limit = round_down_to_step(raw, step)
     share_kw = unit.limit_to_kw(limit, voltage, phases)
+    raw_amps = lowest / connectors * 1000.0 / (voltage * phases)
     amps = share_kw * 1000.0 / (voltage * phases)
     warning = None
     if amps < min_current_a:
         warning = (f"fallback share {lowest:g} kW / {connectors} connectors = {lowest / connectors:.3f} kW "
-                   f"= {amps:.2f} A at {voltage:g} V x {phases} phase(s), below the {min_current_a:g} A "
-                   "chargers need: under the fallback alone cars will pause")
+                   f"= {raw_amps:.2f} A at {voltage:g} V x {phases} phase(s) (sent as {limit:g} {unit.value}), "
+                   f"below the {min_current_a:g} A chargers need: under the fallback alone cars will pause")
     return FallbackShare(lowest, connectors, limit, unit, share_kw, warning)
 
 

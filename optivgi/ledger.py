@@ -30,304 +30,46 @@ which is the one check used before sending and when verifying.
 
 from __future__ import annotations
 
-import enum
-import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 import attrs
 
+from optivgi.inforce import (
+    Circuit,
+    ClearFilter,
+    ConnectorKey,
+    Outcome,
+    ProfileRecord,
+    Request,
+    Unknown,
+    _key,
+)
 from optivgi.models.ev import to_utc
-from optivgi.models.profile import ChargingProfile, ChargingProfileKind, ChargingProfilePurpose
+from optivgi.models.profile import ChargingProfilePurpose
 
 __all__ = [
+    "MAX_UNRESOLVED",
     "Circuit",
     "ClearFilter",
     "ConnectorKey",
     "Ledger",
+    "LimitExceeded",
     "Outcome",
     "ProfileRecord",
     "Request",
     "Unknown",
+    "check_within",
+    "ledger_total",
     "totals_over",
 ]
-
-#: ``(station_id, connector)``; connector 0 addresses the whole station.
-ConnectorKey = tuple[str, int]
 
 _TX = ChargingProfilePurpose.TX_PROFILE
 _TX_DEFAULT = ChargingProfilePurpose.TX_DEFAULT_PROFILE
 _CP_MAX = ChargingProfilePurpose.CHARGE_POINT_MAX_PROFILE
 #: Beyond this many unresolved requests on one station, its connectors count at their maximum.
 MAX_UNRESOLVED = 6
-
-
-class Outcome(enum.StrEnum):
-    """What became of one request."""
-
-    ACCEPTED = "accepted"
-    """The charger answered Accepted: the request is in force."""
-    REJECTED = "rejected"
-    """The charger answered Rejected or a CALLERROR, or it never left: nothing changed."""
-    UNANSWERED = "unanswered"
-    """No answer in time: it may or may not be in force, until something replaces it."""
-
-
-def _key(station_id: object, connector: int) -> ConnectorKey:
-    if isinstance(connector, bool) or not isinstance(connector, int) or connector < 0:
-        raise ValueError(f"connector must be an integer >= 0, got {connector!r}")
-    return (str(station_id), connector)
-
-
-def _opt_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else to_utc(value)
-
-
-def _as_key(value: tuple[object, int]) -> ConnectorKey:
-    return _key(value[0], value[1])
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _schedule(value: Iterable[tuple[datetime, float]]) -> tuple[tuple[datetime, float], ...]:
-    return tuple((to_utc(t), float(v)) for t, v in value)
-
-
-def _periods(value: Iterable[tuple[int, float]]) -> tuple[tuple[int, float], ...]:
-    out = tuple((int(s), float(kw)) for s, kw in value)
-    if not out or out[0][0] != 0:
-        raise ValueError("periods must start with offset 0")
-    for (a, _), (b, _) in itertools.pairwise(out):
-        if b <= a:
-            raise ValueError("period offsets must be strictly increasing")
-    for _, kw in out:
-        if not math.isfinite(kw) or kw < 0:
-            raise ValueError(f"period limits must be finite kW >= 0, got {kw!r}")
-    return out
-
-
-@attrs.frozen
-class ProfileRecord:
-    """One charging profile as a charger stacks it, limits in kW.
-
-    Attributes:
-        key: the connector it was set on (connector 0: the whole station).
-        profile_id: chargingProfileId.
-        purpose: TxProfile, TxDefaultProfile or ChargePointMaxProfile.
-        stack_level: higher wins within a purpose.
-        start: absolute start of the schedule (for a Relative profile: when it started).
-        periods: ``(offset_s, limit_kw)`` pairs, offsets strictly increasing from 0.
-        duration_s: schedule length [s], None for open-ended.
-        valid_from: start of validity, None for always.
-        valid_to: end of validity (exclusive), None for never.
-        transaction_id: the transaction a TxProfile belongs to.
-        recurrence_s: 86400 (daily) or 604800 (weekly) for a Recurring profile, else None.
-    """
-
-    key: ConnectorKey = attrs.field(converter=_as_key)
-    profile_id: int
-    purpose: ChargingProfilePurpose = attrs.field(converter=ChargingProfilePurpose)
-    stack_level: int
-    start: datetime = attrs.field(converter=to_utc)
-    periods: tuple[tuple[int, float], ...] = attrs.field(converter=_periods)
-    duration_s: int | None = None
-    valid_from: datetime | None = attrs.field(default=None, converter=_opt_utc)
-    valid_to: datetime | None = attrs.field(default=None, converter=_opt_utc)
-    transaction_id: str | None = attrs.field(default=None, converter=_opt_str)
-    recurrence_s: int | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if self.stack_level < 0:
-            raise ValueError(f"stack_level must be >= 0, got {self.stack_level}")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
-        if self.recurrence_s is not None and self.recurrence_s <= 0:
-            raise ValueError(f"recurrence_s must be > 0, got {self.recurrence_s}")
-        if self.purpose is _TX and self.key[1] == 0:
-            raise ValueError("a TxProfile cannot be set on connector 0")
-
-    @classmethod
-    def from_profile(
-        cls,
-        key: ConnectorKey,
-        profile: ChargingProfile,
-        *,
-        voltage: float,
-        phases: int = 1,
-        start: datetime | None = None,
-        recurrence_s: int | None = None,
-    ) -> ProfileRecord:
-        """The record of ``profile`` set on ``key``, its limits converted to kW.
-
-        Amps use ``voltage`` [V] and a period's own ``number_phases`` (else ``phases``).
-        ``start`` overrides the schedule start (a Relative profile starts with its transaction);
-        a Recurring profile needs ``recurrence_s``.
-        """
-        if profile.kind is ChargingProfileKind.RECURRING and recurrence_s is None:
-            raise ValueError("a Recurring profile needs recurrence_s (86400 daily, 604800 weekly)")
-        periods = [(p.start_period, profile.unit.limit_to_kw(p.limit, voltage, p.number_phases or phases))
-                   for p in profile.periods]
-        return cls(key=key, profile_id=profile.charging_profile_id, purpose=profile.purpose,
-                   stack_level=profile.stack_level, start=start or profile.start_schedule, periods=periods,
-                   duration_s=profile.duration, valid_from=profile.valid_from, valid_to=profile.valid_to,
-                   transaction_id=None if profile.transaction_id is None else str(profile.transaction_id),
-                   recurrence_s=recurrence_s)
-
-    def valid(self, t: datetime) -> bool:
-        """Whether the profile's validity window holds ``t``."""
-        return (self.valid_from is None or self.valid_from <= t) and (self.valid_to is None or t < self.valid_to)
-
-    def limit_kw_at(self, t: datetime) -> float | None:
-        """The limit [kW] the profile sets at ``t``, or None when it is not in force then."""
-        if not self.valid(t) or t < self.start:
-            return None
-        offset = (t - self.start).total_seconds()
-        if self.recurrence_s is not None:
-            offset %= self.recurrence_s
-        if self.duration_s is not None and offset >= self.duration_s:
-            return None
-        current = self.periods[0][1]
-        for start_s, kw in self.periods[1:]:
-            if start_s > offset:
-                break
-            current = kw
-        return current
-
-    @property
-    def highest_kw(self) -> float:
-        """The highest limit of any period [kW]."""
-        return max(kw for _, kw in self.periods)
-
-    def boundaries(self, start: datetime, end: datetime) -> list[datetime]:
-        """Every instant in ``[start, end]`` at which this profile's limit can change."""
-        points = [p for p in (self.valid_from, self.valid_to) if p is not None]
-        if self.recurrence_s is None:
-            points.extend(self.start + timedelta(seconds=s) for s, _ in self.periods)
-            if self.duration_s is not None:
-                points.append(self.start + timedelta(seconds=self.duration_s))
-        else:
-            first = max(0, math.floor((start - self.start).total_seconds() / self.recurrence_s))
-            cycle = first
-            while (base := self.start + timedelta(seconds=cycle * self.recurrence_s)) <= end:
-                points.extend(base + timedelta(seconds=s) for s, _ in self.periods)
-                if self.duration_s is not None:
-                    points.append(base + timedelta(seconds=self.duration_s))
-                cycle += 1
-        return [p for p in points if start <= p <= end]
-
-
-@attrs.frozen
-class ClearFilter:
-    """A ClearChargingProfile: every field that is not None must match (all None: clear all)."""
-
-    profile_id: int | None = None
-    connector: int | None = None
-    purpose: ChargingProfilePurpose | None = None
-    stack_level: int | None = None
-
-    def matches(self, record: ProfileRecord) -> bool:
-        """Whether the charger would remove ``record``."""
-        return ((self.profile_id is None or record.profile_id == self.profile_id)
-                and (self.connector is None or record.key[1] == self.connector)
-                and (self.purpose is None or record.purpose is self.purpose)
-                and (self.stack_level is None or record.stack_level == self.stack_level))
-
-
-@attrs.frozen
-class Request:
-    """One call to one station: install ``profile``, or remove what ``clear`` matches.
-
-    Attributes:
-        station_id: the station called.
-        profile: the profile to set (its ``key`` names the connector).
-        clear: what a ClearChargingProfile removes.
-        label: the caller's name for it (an EV id, ``"hold"``, ``"fallback"``).
-    """
-
-    station_id: str = attrs.field(converter=str)
-    profile: ProfileRecord | None = None
-    clear: ClearFilter | None = None
-    label: str = ""
-
-    def __attrs_post_init__(self) -> None:
-        if (self.profile is None) == (self.clear is None):
-            raise ValueError("a request installs a profile or clears profiles, exactly one of them")
-        if self.profile is not None and self.profile.key[0] != self.station_id:
-            raise ValueError(f"profile for {self.profile.key[0]!r} sent to station {self.station_id!r}")
-
-    @classmethod
-    def install(cls, profile: ProfileRecord, label: str = "") -> Request:
-        """A SetChargingProfile of ``profile``."""
-        return cls(profile.key[0], profile=profile, label=label)
-
-    def apply(self, records: list[ProfileRecord]) -> list[ProfileRecord]:
-        """``records`` (one station's) as the charger holds them after accepting this request."""
-        if self.clear is not None:
-            clear = self.clear
-            return [r for r in records if not clear.matches(r)]
-        new = self.profile
-        if new is None:  # pragma: no cover - excluded by __attrs_post_init__
-            raise ValueError("request without a profile")
-        kept = [r for r in records if r.profile_id != new.profile_id
-                and not (r.key == new.key and r.purpose is new.purpose and r.stack_level == new.stack_level)]
-        return [*kept, new]
-
-
-@attrs.frozen
-class Unknown:
-    """Why a connector's state is not known, and the most it may draw meanwhile.
-
-    Attributes:
-        reason: for logs ("read-back failed", "session unreadable", ...).
-        since: when it became unknown.
-        at_most_kw: an explicit bound [kW] (e.g. its maximum after a restart while the previous
-            process's profiles may still be valid), or None for the default chain.
-        until: when ``at_most_kw`` stops applying (then the default chain), None for never.
-    """
-
-    reason: str
-    since: datetime = attrs.field(converter=to_utc)
-    at_most_kw: float | None = None
-    until: datetime | None = attrs.field(default=None, converter=_opt_utc)
-
-
-@attrs.frozen
-class Circuit:
-    """A set of connectors sharing one limit (the site, a feeder, a breaker).
-
-    Attributes:
-        name: for logs.
-        limit_kw: the limit [kW] before the first change in ``schedule``.
-        members: the connector keys it feeds (``(station, 0)``: every connector of the station),
-            or None for every connector in the ledger (the site).
-        schedule: ``(from, limit_kw)`` changes, in time order.
-    """
-
-    name: str
-    limit_kw: float
-    members: frozenset[ConnectorKey] | None = None
-    schedule: tuple[tuple[datetime, float], ...] = attrs.field(default=(), converter=_schedule)
-
-    def __attrs_post_init__(self) -> None:
-        for value in (self.limit_kw, *(v for _, v in self.schedule)):
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"circuit {self.name!r}: limits must be finite kW >= 0, got {value!r}")
-
-    def covers(self, key: ConnectorKey) -> bool:
-        """Whether ``key`` is fed by this circuit."""
-        return self.members is None or key in self.members or (key[0], 0) in self.members
-
-    def limit_at(self, t: datetime) -> float:
-        """The limit [kW] at ``t``."""
-        current = self.limit_kw
-        for start, value in self.schedule:
-            if start > t:
-                break
-            current = value
-        return current
 
 
 @attrs.define
@@ -372,8 +114,8 @@ class Ledger:
         key = _key(*key)
         if key[1] == 0:
             raise ValueError("connector 0 is the station, not a connector")
-        if not math.isfinite(max_kw) or max_kw <= 0:
-            raise ValueError(f"{key}: max_kw must be a finite number > 0, got {max_kw!r}")
+        if not math.isfinite(max_kw) or max_kw < 0:
+            raise ValueError(f"{key}: max_kw must be a finite number >= 0, got {max_kw!r}")
         if fallback_kw is not None and (not math.isfinite(fallback_kw) or fallback_kw < 0):
             raise ValueError(f"{key}: fallback_kw must be a finite number >= 0, got {fallback_kw!r}")
         state = self._connectors.get(key)
@@ -435,16 +177,25 @@ class Ledger:
         """Why the connector's state is unknown, or None when it is known."""
         return self._state(key).unknown
 
-    def restart(self, *, at: datetime, previous_validity_s: float | None, reason: str = "restart") -> None:
-        """Forget nothing recorded, but mark every connector unknown as after a restart.
+    def restart(self, *, at: datetime, previous_validity_s: float | None, reason: str = "restart",
+                charging: Iterable[ConnectorKey] | None = None) -> None:
+        """Mark every connector unknown, as after a restart with nothing read back.
 
-        Until ``at + previous_validity_s`` a connector may still run a TxProfile from before and
-        counts at its maximum; afterwards at its fallback share (when set), else its maximum.
+        Until ``at + previous_validity_s`` a connector with a session (``charging``; default:
+        every connector) may still run a TxProfile from before and counts at its maximum;
+        afterwards, and a connector without a session at once (a TxProfile only applies to its
+        own transaction), at its fallback share when set, else its maximum.
         ``previous_validity_s`` None: at its maximum until known.
         """
         until = None if previous_validity_s is None else to_utc(at) + timedelta(seconds=previous_validity_s)
+        busy = None if charging is None else {_key(*k) for k in charging}
         for station in self.stations():
             self.mark_station_unknown(station, reason, at=at, at_most_kw=math.inf, until=until)
+            if busy is None:
+                continue
+            for key in self.connectors_of(station):
+                if key not in busy:
+                    self._connectors[key].unknown = Unknown(reason, at)
 
     # -- requests --------------------------------------------------------------------------
     def sent(self, request: Request, *, at: datetime) -> int:
@@ -532,7 +283,10 @@ class Ledger:
                                  if not (r.purpose is _TX and r.key == key and gone(r.transaction_id))]
 
     # -- queries ---------------------------------------------------------------------------
-    def _stack(self, key: ConnectorKey, records: Sequence[ProfileRecord], t: datetime) -> float:
+    def _stack(self, key: ConnectorKey, records: Sequence[ProfileRecord], t: datetime,
+               none_kw: float | None = None) -> float:
+        """The limit the stacking rules give ``key`` at ``t`` from ``records``; ``none_kw``
+        (default: the maximum) when neither a TxProfile nor a TxDefaultProfile is in force."""
         state = self._connectors[key]
         tx: tuple[int, float] | None = None
         default: tuple[int, int, float] | None = None
@@ -551,7 +305,8 @@ class Ledger:
                     default = (*rank, kw)
             elif r.purpose is _CP_MAX and r.key[1] == 0 and (cap is None or r.stack_level > cap[0]):
                 cap = (r.stack_level, kw)
-        value = tx[1] if tx is not None else default[2] if default is not None else state.max_kw
+        value = tx[1] if tx is not None else default[2] if default is not None else (
+            state.max_kw if none_kw is None else none_kw)
         if cap is not None:
             value = min(value, cap[1])
         return min(value, state.max_kw)
@@ -564,13 +319,17 @@ class Ledger:
                     best = (r.stack_level, kw)
         return math.inf if best is None else best[1]
 
-    def _variants(self, station: str, extra: Sequence[Request]) -> list[list[ProfileRecord]]:
+    def _variants(self, station: str, extra: Sequence[Request],
+                  base: Sequence[ProfileRecord] | None = None) -> list[list[ProfileRecord]]:
         """The station's profile sets under every combination of outcomes of its unresolved
-        requests (and ``extra``, hypothetical ones), or [] when there are too many to enumerate."""
-        base = self._records.get(station, [])
+        requests (and ``extra``, hypothetical ones) on top of ``base`` (default: what it
+        accepted), or [] when there are too many to enumerate."""
+        base = self._records.get(station, []) if base is None else base
         todo = [p.request for p in self._unresolved.get(station, [])] + [r for r in extra if r.station_id == station]
         if len(todo) > MAX_UNRESOLVED:
             return []
+        if not todo:
+            return [list(base)]
         out = []
         for mask in range(1 << len(todo)):
             records = list(base)
@@ -587,10 +346,11 @@ class Ledger:
             return None
         if u.at_most_kw is not None and (u.until is None or t < u.until):
             return min(u.at_most_kw, state.max_kw)
-        for value in (state.last_accepted_kw, state.fallback_kw):
-            if value is not None and value > 0:
-                return min(value, state.max_kw)
-        return state.max_kw
+        # Its last accepted TxProfile may still be in force, and after it lapses the fallback
+        # share (or, without a fallback, the maximum): the higher of the two, never 0.
+        underneath = state.max_kw if state.fallback_kw is None else state.fallback_kw
+        bound = max(underneath, state.last_accepted_kw or 0.0)
+        return min(bound, state.max_kw) if bound > 0 else state.max_kw
 
     def limit_at(self, key: ConnectorKey, t: datetime) -> float | None:
         """The limit [kW] known in force on ``key`` at ``t`` from accepted profiles only, or None
@@ -607,11 +367,23 @@ class Ledger:
         requests (and of the hypothetical ``extra`` ones); an unknown connector counts at least at
         its bound (:class:`Unknown`), never at 0."""
         key, t = _key(*key), to_utc(t)
-        state = self._state(key)
-        variants = self._variants(key[0], extra)
-        worst = state.max_kw if not variants else max(self._stack(key, v, t) for v in variants)
+        self._state(key)
+        return self._worst(key, t, extra, {})
+
+    def _worst(self, key: ConnectorKey, t: datetime, extra: Sequence[Request],
+               cache: dict[bool, list[list[ProfileRecord]]]) -> float:
+        state = self._connectors[key]
         bound = self._unknown_bound(key, t)
-        return worst if bound is None else max(worst, bound)
+        unknown = bound is not None
+        if unknown not in cache:
+            # Unknown: what was recorded is not trusted; only requests sent since count, on top of the bound.
+            cache[unknown] = self._variants(key[0], extra, base=[] if unknown else None)
+        variants = cache[unknown]
+        if not variants:
+            return state.max_kw
+        if bound is None:
+            return max(self._stack(key, v, t) for v in variants)
+        return max(bound, *(self._stack(key, v, t, bound) for v in variants))
 
     def station_worst_case_at(self, station_id: str, t: datetime, keys: Iterable[ConnectorKey] | None = None,
                               extra: Sequence[Request] = ()) -> float:
@@ -619,10 +391,11 @@ class Ledger:
         together at ``t``, capped by the highest ChargePointMaxProfile any outcome leaves."""
         station_id, t = str(station_id), to_utc(t)
         chosen = self.connectors_of(station_id) if keys is None else [k for k in keys if k[0] == station_id]
-        total = sum(self.worst_case_at(k, t, extra) for k in chosen)
+        cache: dict[bool, list[list[ProfileRecord]]] = {}
+        total = sum(self._worst(k, t, extra, cache) for k in chosen)
         if any(self._unknown_bound(k, t) is not None for k in self.connectors_of(station_id)):
             return total  # an unknown station may hold any cap
-        variants = self._variants(station_id, extra)
+        variants = cache[False] if False in cache else self._variants(station_id, extra)
         if not variants:
             return total
         return min(total, max(self._station_cap(station_id, v, t) for v in variants))
@@ -632,25 +405,32 @@ class Ledger:
         """The most [kW] the circuit's connectors (but ``exclude``) could draw together at ``t``."""
         skip = {_key(*k) for k in exclude}
         keys = [k for k in self._connectors if circuit.covers(k) and k not in skip]
+        t = to_utc(t)
         return sum(self.station_worst_case_at(s, t, keys, extra) for s in sorted({k[0] for k in keys}))
 
     def site_worst_case_at(self, t: datetime) -> float:
         """The most [kW] all registered connectors could draw together at ``t``."""
         return self.circuit_worst_case_at(Circuit("site", 0.0), t)
 
-    def boundaries(self, start: datetime, end: datetime, extra: Sequence[Request] = ()) -> list[datetime]:
+    def boundaries(self, start: datetime, end: datetime, extra: Sequence[Request] = (),
+                   stations: Iterable[str] | None = None) -> list[datetime]:
         """``start`` and every instant in ``[start, end]`` at which a recorded, unresolved or
-        ``extra`` profile (or an unknown bound) can change: limits are constant between them."""
+        ``extra`` profile (or an unknown bound) of ``stations`` (default all) can change: every
+        limit and worst case is constant between two of them."""
         start, end = to_utc(start), to_utc(end)
+        chosen = None if stations is None else {str(s) for s in stations}
         points = {start}
-        records = [r for rs in self._records.values() for r in rs]
-        records += [p.request.profile for ps in self._unresolved.values() for p in ps if p.request.profile]
-        records += [r.profile for r in extra if r.profile is not None]
+        records = [r for st, rs in self._records.items() if chosen is None or st in chosen for r in rs]
+        records += [p.request.profile for st, ps in self._unresolved.items() if chosen is None or st in chosen
+                    for p in ps if p.request.profile]
+        records += [r.profile for r in extra if r.profile is not None and (chosen is None or r.station_id in chosen)]
         for r in records:
             points.update(r.boundaries(start, end))
-        for state in self._connectors.values():
-            if state.unknown is not None and state.unknown.until is not None and start <= state.unknown.until <= end:
-                points.add(state.unknown.until)
+        for key, state in self._connectors.items():
+            u = state.unknown
+            if u is not None and u.until is not None and start <= u.until <= end \
+                    and (chosen is None or key[0] in chosen):
+                points.add(u.until)
         return sorted(points)
 
     def headroom(self, circuit: Circuit, planned: Iterable[ConnectorKey], start: datetime, end: datetime) -> float:
@@ -676,3 +456,28 @@ def totals_over(ledger: Ledger, circuits: Sequence[Circuit], start: datetime, en
         points.update(p for p, _ in c.schedule if start <= p <= end)
     return [(t, c.name, ledger.circuit_worst_case_at(c, t, extra=extra), c.limit_at(t))
             for t in sorted(points) for c in circuits]
+
+
+class LimitExceeded(ValueError):
+    """Sending some requests could let a circuit draw more than its limit."""
+
+
+def check_within(ledger: Ledger, circuits: Sequence[Circuit], start: datetime, end: datetime, *,
+                 extra: Sequence[Request]) -> None:
+    """Refuse ``extra`` (requests about to be sent) when, counted as sent, some circuit's worst
+    case exceeds its limit at an instant of ``[start, end]`` where it did not already.
+
+    Raises:
+        LimitExceeded: naming the circuit, the instant and both figures.
+    """
+    before = {(t, name): total for t, name, total, _ in totals_over(ledger, circuits, start, end, extra=())}
+    for t, name, total, limit in totals_over(ledger, circuits, start, end, extra=extra):
+        if total > limit + 1e-9 and total > before.get((t, name), ledger_total(ledger, circuits, name, t)) + 1e-9:
+            raise LimitExceeded(f"circuit {name!r}: {total:.3f} kW could be drawn at {t.isoformat()}, "
+                                f"above its limit of {limit:.3f} kW")
+
+
+def ledger_total(ledger: Ledger, circuits: Sequence[Circuit], name: str, t: datetime) -> float:
+    """The worst-case total [kW] of the circuit called ``name`` at ``t``."""
+    circuit = next(c for c in circuits if c.name == name)
+    return ledger.circuit_worst_case_at(circuit, t)

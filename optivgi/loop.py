@@ -15,8 +15,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 import attrs
 import numpy as np
@@ -25,11 +25,13 @@ from optivgi.algorithms.base import Algorithm, Problem
 from optivgi.algorithms.validate import validate_schedule
 from optivgi.clock import Clock, SystemClock
 from optivgi.config import Settings
+from optivgi.ledger import Circuit, ConnectorKey, Ledger, Outcome, ProfileRecord, Request
 from optivgi.models.ev import EV
-from optivgi.models.profile import ChargingProfile
+from optivgi.models.profile import ChargingProfile, ChargingSchedulePeriod, round_down_tenth
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
+from optivgi.transitions import run_waves
 from optivgi.translation import ProfileSpec, SendOutcome, Translation
 
 __all__ = ["CycleReport", "GroupResult", "Scheduler"]
@@ -90,6 +92,36 @@ def _planning_start(now: datetime) -> datetime:
     return now.replace(microsecond=0)
 
 
+def _key(ev: EV) -> ConnectorKey:
+    return (str(ev.station_id), ev.connector_id)
+
+
+#: How the ledger reads a translation's outcome: a profile that failed to go out may still have
+#: reached the charger, so it counts as unanswered (possibly in force).
+_OUTCOMES = {
+    SendOutcome.APPLIED: Outcome.ACCEPTED,
+    SendOutcome.REJECTED: Outcome.REJECTED,
+    SendOutcome.UNANSWERED: Outcome.UNANSWERED,
+    SendOutcome.FAILED: Outcome.UNANSWERED,
+}
+
+
+def _lowered(profile: ChargingProfile, record: ProfileRecord | None, voltage: float, phases: int) -> ChargingProfile:
+    """``profile`` limited, period by period, to ``record``'s limits [kW] (rounded down to the
+    unit's step, never above the profile's own)."""
+    if record is None:
+        return profile
+    periods: list[ChargingSchedulePeriod] = []
+    for offset, kw in record.periods:
+        own = profile.period_at(offset)
+        wanted = profile.unit.from_kw(kw, voltage, own.number_phases or phases)
+        limit = min(own.limit, round_down_tenth(max(wanted, 0.0)))
+        if periods and periods[-1].limit == limit:
+            continue
+        periods.append(ChargingSchedulePeriod(offset, limit, own.number_phases))
+    return attrs.evolve(profile, periods=tuple(periods))
+
+
 class Scheduler:
     """Runs scheduling cycles for a translation with an algorithm.
 
@@ -122,9 +154,13 @@ class Scheduler:
         self.cycles = 0
         self.failed_cycles = 0
         self._queue: queue.Queue[str] = queue.Queue()
-        # First-step power [kW] last confirmed per EV, to send reductions before increases.
-        self._last_kw: dict[str, float] = {}
-        # EVs whose last profile was not confirmed: they may draw up to their max.
+        #: What each connector's charger was sent and accepted; decides the order of sending
+        #: (waves: increases only once the reductions making room were accepted) and what an
+        #: unconfirmed EV is counted at.
+        self.ledger = Ledger()
+        # The transaction last seen per connector (a new one drops the old one's profiles).
+        self._tx: dict[ConnectorKey, str] = {}
+        # EVs whose last profile was not confirmed: counted at the most the ledger says they may draw.
         self._unconfirmed: set[str] = set()
         self._stop = threading.Event()
 
@@ -168,17 +204,21 @@ class Scheduler:
         return profiles
 
     def _plan(self, problem: Problem, evs: list[EV]) -> PowerSchedule:
-        """Plan, counting every EV whose last profile was not confirmed at its max power.
+        """Plan, counting every EV whose last profile was not confirmed at its worst case.
 
-        Such an EV may still be drawing whatever it drew before (a rejected profile leaves the
-        old one in force), so the others are planned within what is left of the limit, and it is
-        offered its max again (scaled down, all of them together, if even that does not fit).
+        Such an EV may still draw whatever its charger last accepted, or what it was sent since
+        (a rejected profile leaves the old one in force, an unanswered one may be applied), so
+        the ledger's worst case is reserved for it, step by step; the others are planned within
+        what is left of the limit, and it is offered that reservation again (scaled down, all of
+        them together, if even that does not fit).
         """
         pinned_rows = np.array([ev.active and str(ev.ev_id) in self._unconfirmed for ev in evs], dtype=bool)
-        if not pinned_rows.any():
+        if not pinned_rows.any() or self.translation.counts_in_force:
             return plan(problem, self.algorithm)
         mask = problem.window_mask()[pinned_rows]
-        pinned = problem.max_power_kw[pinned_rows, None] * mask
+        worst = np.array([self._reserved_kw(_key(ev), problem.start, problem.resolution_s, problem.n_steps)
+                          for ev, keep in zip(evs, pinned_rows, strict=True) if keep]).reshape(mask.shape)
+        pinned = np.minimum(worst, problem.max_power_kw[pinned_rows, None]) * mask
         reserved = pinned.sum(axis=0)
         scale = np.ones_like(reserved)
         over = reserved > problem.site_limit_kw
@@ -193,10 +233,26 @@ class Scheduler:
         power[pinned_rows] = pinned
         power = validate_schedule(problem, power)
         held = [i for i, keep in zip(problem.ids, pinned_rows, strict=True) if keep]
-        logger.warning("unconfirmed EVs %s counted at their max power", ", ".join(held))
+        logger.warning("unconfirmed EVs %s counted at the most they may draw", ", ".join(held))
         note = "; ".join(n for n in (rest.note, f"unconfirmed EVs counted at max: {', '.join(held)}") if n)
         return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, rest.algorithm,
                              rest.solve_seconds, note=note)
+
+    def _reserved_kw(self, key: ConnectorKey, start: datetime, resolution_s: int, n_steps: int) -> list[float]:
+        """The most [kW] the connector may draw in each planning step, by the ledger."""
+        if key not in self.ledger.connectors:
+            return [math.inf] * n_steps  # never sent anything: capped at its max by the caller
+        end = start + timedelta(seconds=resolution_s * n_steps)
+        points = self.ledger.boundaries(start, end, stations=[key[0]])
+        values = [(t, self.ledger.worst_case_at(key, t)) for t in points]
+        out = []
+        i = 0
+        for step in range(n_steps):
+            a, b = start + timedelta(seconds=step * resolution_s), start + timedelta(seconds=(step + 1) * resolution_s)
+            while i + 1 < len(values) and values[i + 1][0] <= a:
+                i += 1
+            out.append(max([values[i][1]] + [v for t, v in values[i + 1:] if t < b]))
+        return out
 
     def _run_group(self, group: str, now: datetime) -> GroupResult:
         result = GroupResult(group)
@@ -216,31 +272,78 @@ class Scheduler:
         if schedule.note:
             logger.warning("group %s: %s", group, schedule.note)
         profiles = self._profiles(result.evs, schedule)
-        # Reductions go out before increases, so the site stays under its limit while the
-        # profiles arrive one by one. An EV never confirmed is assumed to draw its max.
-        first = dict(zip((str(ev.ev_id) for ev in result.evs), schedule.power_kw[:, 0] if schedule.n_steps
-                         else [0.0] * len(result.evs), strict=True))
-        profiles = dict(sorted(
-            profiles.items(),
-            key=lambda item: first[str(item[0].ev_id)] - self._last_kw.get(str(item[0].ev_id), item[0].max_power_kw),
-        ))
         result.profiles = {str(ev.ev_id): p for ev, p in profiles.items()}
         if not profiles:
             return result
-        outcomes = self.translation.send_power_to_evs(profiles, self.settings.charging_rate_unit)
-        if outcomes is None:
-            result.outcomes = {str(ev.ev_id): SendOutcome.APPLIED for ev in profiles}
-        else:
-            result.outcomes = {str(k): SendOutcome(v) for k, v in outcomes.items()}
+        sent, result.outcomes = self._send(group, profiles, problem, now)
+        result.profiles.update(sent)
         for ev_id, outcome in result.outcomes.items():
             if outcome is SendOutcome.APPLIED:
-                self._last_kw[ev_id] = first.get(ev_id, 0.0)
                 self._unconfirmed.discard(ev_id)
             else:
-                self._last_kw.pop(ev_id, None)
                 self._unconfirmed.add(ev_id)
                 logger.warning("group %s: profile for EV %s was %s", group, ev_id, outcome.value)
         return result
+
+    def _send(self, group: str, profiles: dict[EV, ChargingProfile], problem: Problem,
+              now: datetime) -> tuple[dict[str, ChargingProfile], dict[str, SendOutcome]]:
+        """Send the profiles in safe waves (:func:`optivgi.transitions.run_waves`): reductions
+        first, and an increase only once the reductions making room for it were accepted (one
+        that is refused lowers what the increases get); returns what was sent and the outcomes.
+        """
+        if self.translation.counts_in_force:
+            # The translation sends in safe waves itself, knowing more (holds, fallbacks, connectors
+            # without a session): hand it every profile at once.
+            answer = self.translation.send_power_to_evs(profiles, self.settings.charging_rate_unit)
+            return {str(ev.ev_id): p for ev, p in profiles.items()}, (
+                {str(ev.ev_id): SendOutcome.APPLIED for ev in profiles} if answer is None
+                else {str(k): SendOutcome(v) for k, v in answer.items()})
+        by_label: dict[str, tuple[EV, ChargingProfile]] = {}
+        targets: list[Request] = []
+        for ev, profile in profiles.items():
+            key, volts = _key(ev), float(ev.voltage or self.settings.voltage)
+            # The connector's maximum is the highest an EV on it reported: a car saying it now
+            # takes less is not a limit its charger enforces.
+            known = self.ledger.max_kw(key) if key in self.ledger.connectors else 0.0
+            self.ledger.add_connector(key, max_kw=max(known, ev.max_power_kw))
+            tx = str(ev.transaction_id)
+            if self._tx.get(key) != tx:
+                # A new session: until its first profile is accepted it may be held at 0 by the
+                # CSMS or draw up to its max; the ledger counts both.
+                self.ledger.session_started(key, tx, at=now)
+                self.ledger.mark_unknown(key, "new session, no profile accepted yet", at=now)
+                self._tx[key] = tx
+            by_label[str(ev.ev_id)] = (ev, profile)
+            record = ProfileRecord.from_profile(key, profile, voltage=volts, phases=ev.phases)
+            targets.append(Request.install(record, label=str(ev.ev_id)))
+        limits = problem.site_limit_kw
+        res = problem.resolution_s
+        site = Circuit(group, float(limits[0]) if len(limits) else 0.0, frozenset(_key(ev) for ev in profiles),
+                       tuple((now + timedelta(seconds=j * res), float(limits[j])) for j in range(1, len(limits))
+                             if limits[j] != limits[j - 1]))
+        sent: dict[str, ChargingProfile] = {}
+        outcomes: dict[str, SendOutcome] = {}
+
+        def send(requests: Sequence[Request]) -> list[Outcome]:
+            batch: dict[EV, ChargingProfile] = {}
+            for r in requests:
+                ev, profile = by_label[r.label]
+                batch[ev] = sent[r.label] = _lowered(profile, r.profile, float(ev.voltage or self.settings.voltage),
+                                                     ev.phases)
+            answer = self.translation.send_power_to_evs(batch, self.settings.charging_rate_unit)
+            got = {str(ev.ev_id): SendOutcome.APPLIED for ev in batch} if answer is None else {
+                str(k): SendOutcome(v) for k, v in answer.items()}
+            for r in requests:
+                outcomes[r.label] = got.get(r.label, SendOutcome.UNANSWERED)
+            return [_OUTCOMES[outcomes[r.label]] for r in requests]
+
+        end = now + timedelta(seconds=res * max(problem.n_steps, 1))
+        run_waves(self.ledger, targets, [site], send, now=now, until=end)
+        for label in by_label:
+            if label not in outcomes:
+                outcomes[label] = SendOutcome.FAILED
+                logger.warning("group %s: profile for EV %s not sent: the room for it was not confirmed", group, label)
+        return sent, outcomes
 
     def run_cycle(self, reason: str = "manual") -> CycleReport:
         """Run one cycle for every group now; never raises for a group's failure."""

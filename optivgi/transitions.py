@@ -8,8 +8,9 @@ repeats it, recording outcomes, until nothing more can go out.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -60,6 +61,21 @@ def affected(ledger: Ledger, request: Request) -> list[ConnectorKey]:
     return ledger.connectors_of(request.station_id)
 
 
+def _unknown_key(ledger: Ledger, request: Request) -> ConnectorKey | None:
+    """The connector of a profile request whose state is unknown (it may be held at 0 or draw
+    up to its bound), else None."""
+    profile = request.profile
+    if profile is None or profile.key[1] == 0 or profile.key not in ledger.connectors:
+        return None
+    return profile.key if ledger.unknown(profile.key) is not None else None
+
+
+def _own_kw(request: Request, t: datetime) -> float:
+    profile = request.profile
+    kw = None if profile is None else profile.limit_kw_at(t)
+    return 0.0 if kw is None else kw
+
+
 def _points(ledger: Ledger, circuits: Sequence[Circuit], now: datetime, until: datetime,
             requests: Sequence[Request]) -> list[datetime]:
     points = set(ledger.boundaries(now, until, requests))
@@ -68,19 +84,53 @@ def _points(ledger: Ledger, circuits: Sequence[Circuit], now: datetime, until: d
     return sorted(points)
 
 
-def raises(ledger: Ledger, request: Request, points: Sequence[datetime]) -> bool:
-    """Whether sending ``request`` could raise any connector's worst case at any of ``points``.
+def _rising(ledger: Ledger, request: Request, now: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """The intervals ``[a, b)`` in ``[now, until]`` in which sending ``request`` raises the
+    worst case of a connector it addresses, or of its station's total (the last one ends at
+    ``until``, inclusive)."""
+    station = request.station_id
+    points = ledger.boundaries(now, until, (request,), stations=[station])
+    keys = affected(ledger, request)
+    out: list[tuple[datetime, datetime]] = []
+    unknown = _unknown_key(ledger, request) is not None
+    for i, t in enumerate(points):
+        if unknown and _own_kw(request, t) > 0:
+            # it may be held at 0 now: anything above is an increase for it
+            out.append((t, points[i + 1] if i + 1 < len(points) else until))
+            continue
+        before = ledger.station_worst_case_at(station, t)
+        up = ledger.station_worst_case_at(station, t, extra=(request,)) > before + _EPS
+        up = up or any(ledger.worst_case_at(k, t, (request,)) > ledger.worst_case_at(k, t) + _EPS for k in keys)
+        if up:
+            out.append((t, points[i + 1] if i + 1 < len(points) else until))
+    return out
 
-    A request that does not is a reduction (or a no-op): whatever its outcome, no connector
-    may draw more than before.
+
+def raises(ledger: Ledger, request: Request, *, now: datetime, until: datetime) -> bool:
+    """Whether sending ``request`` could raise any connector's worst case (or its station's
+    total) at any instant of ``[now, until]``.
+
+    A request that does not is a reduction (or a no-op): whatever its outcome, nothing may draw
+    more than before.
     """
-    return any(ledger.worst_case_at(k, t, (request,)) > ledger.worst_case_at(k, t) + _EPS
-               for k in affected(ledger, request) for t in points)
+    return bool(_rising(ledger, request, to_utc(now), to_utc(until)))
+
+
+def _inside(points: Sequence[datetime], spans: Sequence[tuple[datetime, datetime]]) -> list[datetime]:
+    out = {a for a, _ in spans}
+    for t in points:
+        if any(a <= t < b or (t == b == spans[-1][1]) for a, b in spans):
+            out.add(t)
+    return sorted(out)
 
 
 def _fits(ledger: Ledger, circuits: Sequence[Circuit], granted: list[Request], request: Request,
           points: Sequence[datetime]) -> bool:
+    """Whether every circuit ``request`` touches stays within its limit (or no higher than
+    before) at each of ``points``, counting ``granted`` and ``request`` as sent; for a request
+    to an unknown connector also if that connector was at 0 before (:func:`_mixed_room`)."""
     keys = affected(ledger, request)
+    unknown = _unknown_key(ledger, request)
     for c in circuits:
         if not any(c.covers(k) for k in keys):
             continue
@@ -88,12 +138,54 @@ def _fits(ledger: Ledger, circuits: Sequence[Circuit], granted: list[Request], r
             after = ledger.circuit_worst_case_at(c, t, extra=[*granted, request])
             if after > c.limit_at(t) + _EPS and after > ledger.circuit_worst_case_at(c, t, extra=granted) + _EPS:
                 return False
+            if unknown is not None and _own_kw(request, t) > _mixed_room(ledger, c, granted, unknown, t) + _EPS:
+                return False
     return True
 
 
+def _no_room_at_all(ledger: Ledger, circuits: Sequence[Circuit], granted: list[Request], request: Request,
+                    points: Sequence[datetime], now: datetime) -> bool:
+    """Whether ``request`` is to an unknown connector for which the other connectors' worst
+    cases leave no room at any instant where it asks for more than 0."""
+    key = _unknown_key(ledger, request)
+    if key is None:
+        return False
+    covering = [c for c in circuits if c.covers(key)]
+    return all(_own_kw(request, t) <= 0 or any(_mixed_room(ledger, c, granted, key, t) <= _EPS for c in covering)
+               for t in [now, *points] if t >= now)
+
+
+def _lowers(ledger: Ledger, request: Request, points: Sequence[datetime], now: datetime) -> bool:
+    """Whether accepting ``request`` lowers its connector's worst case at some instant."""
+    profile = request.profile
+    if profile is None or profile.key[1] == 0 or profile.key not in ledger.connectors:
+        return profile is None or profile.key[1] == 0
+    return any((kw := profile.limit_kw_at(t)) is not None and kw < ledger.worst_case_at(profile.key, t) - _EPS
+               for t in [now, *points] if t >= now)
+
+
+def _fits_model(ledger: Ledger, circuits: Sequence[Circuit], granted: list[Request], request: Request,
+                points: Sequence[datetime]) -> bool:
+    """The model part of :func:`_fits` only: no circuit's worst case above its limit and above
+    what it was."""
+    for c in circuits:
+        for t in points:
+            after = ledger.circuit_worst_case_at(c, t, extra=[*granted, request])
+            if after > c.limit_at(t) + _EPS and after > ledger.circuit_worst_case_at(c, t, extra=granted) + _EPS:
+                return False
+    return True
+
+
+def _mixed_room(ledger: Ledger, circuit: Circuit, granted: list[Request], key: ConnectorKey, t: datetime) -> float:
+    """What an unknown connector may be given at ``t`` if it is at 0 now while every other
+    connector of the circuit draws its worst case."""
+    return circuit.limit_at(t) - ledger.circuit_worst_case_at(circuit, t, exclude=[key], extra=granted)
+
+
 def _clip(ledger: Ledger, circuits: Sequence[Circuit], granted: list[Request], request: Request,
-          points: Sequence[datetime], now: datetime) -> Request | None:
-    """``request`` with each period lowered to what its connector may have, or None if it cannot be."""
+          points: Sequence[datetime], now: datetime, share: float = 1.0) -> Request | None:
+    """``request`` with each period lowered to its connector's worst case plus ``share`` of what
+    is free, or None if it cannot be lowered."""
     profile = request.profile
     if profile is None or profile.key[1] == 0 or profile.recurrence_s is not None:
         return None
@@ -101,21 +193,39 @@ def _clip(ledger: Ledger, circuits: Sequence[Circuit], granted: list[Request], r
     covering = [c for c in circuits if c.covers(key)]
     if not covering:
         return None
+    unknown = _unknown_key(ledger, request) is not None
 
     def allowed(t: datetime) -> float:
-        return min(c.limit_at(t) - ledger.circuit_worst_case_at(c, t, exclude=[key], extra=granted) for c in covering)
+        if unknown:
+            return max(0.0, min(_mixed_room(ledger, c, granted, key, t) for c in covering))
+        free = min(c.limit_at(t) - ledger.circuit_worst_case_at(c, t, extra=granted) for c in covering)
+        return ledger.worst_case_at(key, t) + max(free, 0.0) * share
 
-    ends = [profile.start.timestamp() + s for s, _ in profile.periods[1:]]
-    last = profile.start.timestamp() + profile.duration_s if profile.duration_s is not None else float("inf")
-    ends.append(last)
+    # Split at every instant where the profile or what is free can change, so a low point later
+    # on lowers only its own stretch; a step down is moved earlier to a whole second, a step up later.
+    base = profile.start.timestamp()
+    cuts = sorted({float(s) for s, _ in profile.periods} | {max(t.timestamp() - base, 0.0) for t in [now, *points]})
+    if profile.duration_s is not None:
+        cuts = [c for c in cuts if c < profile.duration_s]
+    pieces: list[tuple[float, float]] = []
+    for offset in cuts:
+        t = profile.start + timedelta(seconds=offset)
+        kw = profile.limit_kw_at(t)
+        if kw is None:
+            continue  # not in force then: nothing to lower
+        value = max(0.0, min(kw, allowed(max(t, now))))
+        if pieces and pieces[-1][1] == value:
+            continue
+        pieces.append((offset, value))
     periods: list[tuple[int, float]] = []
-    for (offset, kw), end in zip(profile.periods, ends, strict=True):
-        begin = profile.start.timestamp() + offset
-        inside = [t for t in points if begin <= t.timestamp() < end]
-        if begin <= now.timestamp() < end:
-            inside.append(now)
-        room = min((allowed(t) for t in inside), default=kw)
-        periods.append((offset, max(0.0, min(kw, room))))
+    for i, (offset, value) in enumerate(pieces):
+        whole = 0 if i == 0 else math.floor(offset) if value < pieces[i - 1][1] else math.ceil(offset)
+        if periods and whole <= periods[-1][0]:
+            periods[-1] = (periods[-1][0], min(periods[-1][1], value))
+        elif periods and periods[-1][1] == value:
+            continue
+        else:
+            periods.append((whole, value))
     clipped = attrs.evolve(profile, periods=tuple(periods))
     return attrs.evolve(request, profile=clipped)
 
@@ -134,9 +244,19 @@ def next_wave(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Cir
     2. first every request that cannot raise any connector's worst case (a reduction), in
        order;
     3. then each increase, in order, that keeps every circuit it touches within its limit at
-       every boundary, counting what was granted before it in this wave; one that does not fit
-       is lowered period by period to what is free (:class:`Grant` ``clipped``) and sent if that
-       fits, else it waits.
+       every boundary where it raises something, counting what was granted before it in this
+       wave (reductions at their old limits: their room is not confirmed yet);
+    4. an increase that does not fit waits while room may still come (a request in flight, or
+       one granted in this wave that lowers something once accepted); once nothing may come it
+       is lowered, piece by piece in time, to its worst case plus an equal share of what is
+       actually free among the increases left (:class:`Grant` ``clipped``) and sent if that
+       fits;
+    5. a request to a connector whose state is unknown (:meth:`Ledger.unknown`: it may be held
+       at 0 or draw up to its bound) is an increase wherever it allows more than 0, comes after
+       the others, and must also fit as if that connector were at 0 now while every other one
+       draws its worst case. If even that leaves it no room at any instant, no positive limit is
+       provably safe for it; it then goes out as planned (within its bound, so the model check
+       of step 3 still holds) rather than holding the car at 0.
 
     Record each grant with :meth:`Ledger.sent` before sending it, its fate with
     :meth:`Ledger.record`, then call again with the requests not yet sent (:func:`run_waves`).
@@ -153,10 +273,12 @@ def next_wave(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Cir
     enumeration, so ``W_k`` can only grow by it, and only for the connectors it addresses
     (:func:`affected`). A request granted in step 2 leaves every ``W_k`` equal (it cannot raise
     any, by :func:`raises` over all boundaries), so it leaves every ``S`` unchanged. A request
-    granted in step 3 passed ``_fits``: with every grant before it counted (``extra``), ``S'(t) <=
-    limit_C(t)`` or ``S'(t) <= S(t)`` for every circuit it touches at every boundary. Circuits it
-    does not touch are unchanged. Grants go to distinct stations, so their enumerations are
-    independent and the sum over a circuit of per-station maxima bounds every joint outcome.
+    granted in step 3 or 4 passed ``_fits``: with every grant before it counted (``extra``),
+    ``S'(t) <= limit_C(t)`` or ``S'(t) <= S(t)`` for every circuit it touches, at every boundary
+    inside the intervals where it raises some ``W_k`` or its station's total (outside them ``S``
+    is unchanged by it). Circuits it does not touch are unchanged. Grants go to distinct
+    stations, so their enumerations are independent and the sum over a circuit of per-station
+    maxima bounds every joint outcome.
     (c) Limits and bounds are piecewise constant and change only at the instants checked
     (:meth:`Ledger.boundaries`, circuit schedule changes), so the inequality holds at every
     ``t`` in ``[now, until]``. (d) Outcomes only remove combinations (accepted: the old ones;
@@ -164,38 +286,64 @@ def next_wave(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Cir
     next call starts from what is actually known: an increase that needed a refused reduction
     finds no room and is lowered or waits. Hence no combination of outcomes ever makes a circuit
     draw above its limit, unless it already could before (e.g. after a restart with unknown
-    connectors), and then only reductions go out until it cannot.
+    connectors whose bounds add up above it); then nothing sent raises what may be drawn.
+    (e) For a connector that is in fact held at 0 although unknown, step 5 checks the circuit
+    with it at its new limit and every other connector at its worst case, so it too stays
+    within the limit whenever that check passes.
     """
     now, until = to_utc(now), to_utc(until)
     points = _points(ledger, circuits, now, until, targets)
     used = {t.station_id for t in targets if ledger.busy(t.station_id)}
+    in_flight = any(ledger.busy(s) for s in ledger.stations())
     send: list[Grant] = []
     waiting: list[Request] = []
-    increases: list[Request] = []
+    increases: list[tuple[Request, list[tuple[datetime, datetime]]]] = []
     for target in targets:
         if target.station_id in used:
             waiting.append(target)
-        elif raises(ledger, target, points):
-            increases.append(target)
+        elif spans := _rising(ledger, target, now, until):
+            increases.append((target, spans))
         else:
             send.append(Grant(target, target))
             used.add(target.station_id)
     granted = [g.request for g in send]
-    for target in increases:
+    room_may_come = in_flight or bool(send)
+    # Requests to unknown connectors last: for them an increase may hide behind any request.
+    increases.sort(key=lambda item: _unknown_key(ledger, item[0]) is not None)
+    for n, (target, spans) in enumerate(increases):
         if target.station_id in used:
             waiting.append(target)
             continue
-        if _fits(ledger, circuits, granted, target, points):
+        if _fits(ledger, circuits, granted, target, _inside(points, spans)):
             grant = Grant(target, target)
+        elif _no_room_at_all(ledger, circuits, granted, target, points, now):
+            # An unknown connector with no room even if it is at 0 now: no positive limit is
+            # provably safe and holding it at 0 would starve it; it goes out as planned, within
+            # its bound (the ledger's model), if that fits the model.
+            if not _fits_model(ledger, circuits, granted, target, points):
+                waiting.append(target)
+                continue
+            grant = Grant(target, target)
+        elif room_may_come:
+            waiting.append(target)
+            continue
         else:
-            lowered = _clip(ledger, circuits, granted, target, points, now)
-            if lowered is None or not _fits(ledger, circuits, granted, lowered, points):
+            # What is free is shared equally by the increases still to place.
+            rest = 1 + sum(1 for t, _ in increases[n + 1:] if t.station_id not in used)
+            lowered = _clip(ledger, circuits, granted, target, points, now, 1.0 / rest)
+            if lowered is None:
+                waiting.append(target)
+                continue
+            lowered_spans = _rising(ledger, lowered, now, until)
+            if lowered_spans and not _fits(ledger, circuits, granted, lowered, _inside(points, lowered_spans)):
                 waiting.append(target)
                 continue
             grant = Grant(target, lowered, clipped=True)
         send.append(grant)
         granted.append(grant.request)
         used.add(target.station_id)
+        # Once accepted, an increase that lowers some instant frees room there: the rest waits.
+        room_may_come = room_may_come or _lowers(ledger, grant.request, points, now)
     return Wave(tuple(send), tuple(waiting))
 
 

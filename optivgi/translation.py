@@ -78,6 +78,11 @@ class Translation(AbstractContextManager["Translation"], abc.ABC):
     with :meth:`from_settings` (which calls the class without arguments unless overridden).
     """
 
+    #: True when the translation itself counts what may be in force at the chargers (unconfirmed
+    #: profiles, unknown connectors) in the limit it gives the loop and orders its own sends
+    #: safely; the loop then plans every EV freely instead of pinning unconfirmed ones at max.
+    counts_in_force: bool = False
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         """Build the translation from validated settings; the default ignores them."""

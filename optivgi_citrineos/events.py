@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 #: How long an ended session stays hidden at most, in case the database never marks it inactive.
 ENDED_TTL_S = 600.0
 #: Pause before reading again when a started session is not in the read yet.
-REREAD_DELAY_S = 0.3
+REREAD_DELAY_S = 0.15
 #: How long a started session is waited for.
 ARRIVAL_WAIT_S = 10.0
 

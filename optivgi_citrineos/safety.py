@@ -170,10 +170,13 @@ class SiteSafety:
         end = to_utc(now) + timedelta(seconds=n_steps * res)
         points = self.ledger.boundaries(now, end)
         reserved = [(t, self.ledger.circuit_worst_case_at(circuit, t, exclude=planned)) for t in points]
-        # What this cycle sends is in force one validity at most (TxProfiles lapse, and so do holds
-        # unless renewed); later steps are planned with the reservation at the end of that window.
+        # What this cycle sends is in force one validity at most, and no TxProfile outlives the hold
+        # of its station: later steps are planned with the reservation at the end of that window
+        # (the safe waves check every instant anyway, and lower what does not fit).
         validity = self.config.profile_validity_s
         window = to_utc(now) + timedelta(seconds=validity) if validity > 0 else end
+        holds = [h for s in self.config.groups[group] if (h := self.hold_cap(s, now)) is not None]
+        window = min([window, *holds])
         out: list[float] = []
         worst = 0.0
         for i in range(n_steps):
@@ -192,6 +195,14 @@ class SiteSafety:
             if r.profile_id == hold_id(self.config.profile_id_base) and r.limit_kw_at(now) is not None:
                 return r.valid_to
         return None
+
+    def hold_cap(self, station_id: str, now: datetime) -> datetime | None:
+        """The end of the station's hold when it still holds an idle connector: no TxProfile there
+        may outlive it (were opti-vgi to stop, that connector would get its fallback share on top)."""
+        if all(k in self._active for k in self.ledger.connectors_of(station_id)):
+            return None
+        until = self.hold_until(station_id, now)
+        return until if until is not None and until > now else None
 
     def hold_wanted(self, station_id: str, now: datetime) -> bool:
         """Whether the station should get or renew a hold: it has an idle connector, no car of it
@@ -261,8 +272,11 @@ class SiteSafety:
         profile = item.profile
         record = request.profile
         if record is not None and record != self._record(item):
-            periods = tuple(ChargingSchedulePeriod(p.start_period, min(p.limit, wire_limit(
-                profile.unit, kw, item.voltage, p.number_phases or item.phases)), p.number_phases)
-                for p, (_, kw) in zip(profile.periods, record.periods, strict=True))
-            profile = attrs.evolve(profile, periods=periods)
+            periods: list[ChargingSchedulePeriod] = []
+            for offset, kw in record.periods:  # the planner may split a period to lower part of it
+                own = profile.period_at(offset)
+                limit = min(own.limit, wire_limit(profile.unit, kw, item.voltage, own.number_phases or item.phases))
+                if not periods or periods[-1].limit != limit:
+                    periods.append(ChargingSchedulePeriod(offset, limit, own.number_phases))
+            profile = attrs.evolve(profile, periods=tuple(periods))
         return envelope(item.ocpp, item.connector, profile)

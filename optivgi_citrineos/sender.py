@@ -59,12 +59,7 @@ class Sender:
         station = str(ev.station_id)
         if self.config.group_of(station) is None:
             raise ValueError(f"station {station!r} is in no configured group, so its site limit is unknown")
-        now, valid_to = self._now(), profile.valid_to
-        if self.config.profile_validity_s > 0:
-            lapse = now + timedelta(seconds=self.config.profile_validity_s)
-            hold = self.safety.hold_until(station, now)
-            lapse = min(lapse, hold) if hold is not None and hold > now else lapse
-            valid_to = lapse if valid_to is None else min(valid_to, lapse)
+        valid_to = self._valid_to(station, profile.valid_to)
         tx = profile.transaction_id if profile.transaction_id is not None else ev.transaction_id
         profile = attrs.evolve(profile, charging_profile_id=tx_profile_id(self.config.profile_id_base,
                                ev.connector_id), stack_level=self.config.stack_level, transaction_id=tx,
@@ -74,22 +69,34 @@ class Sender:
         volts = float(ev.voltage) if ev.voltage is not None else self.config.voltage
         return Item(str(ev.ev_id), station, ocpp, ev.connector_id, profile, volts, ev.phases)
 
+    def _valid_to(self, station: str, wanted: datetime | None) -> datetime | None:
+        """One validity from now, never past the station's hold in force (nor ``wanted``)."""
+        if self.config.profile_validity_s <= 0:
+            return wanted
+        now = self._now()
+        lapse = now + timedelta(seconds=self.config.profile_validity_s)
+        hold = self.safety.hold_cap(station, now)
+        lapse = min(lapse, hold) if hold is not None else lapse
+        return lapse if wanted is None else min(wanted, lapse)
+
     def send_group(self, group: str, items: Sequence[Item], deadline: float) -> dict[str, tuple[SendOutcome, str]]:
-        """Fallbacks due first, then renewed holds with ``items``, then holds that became safe."""
+        """Fallbacks due first, then ``items``, then the holds (renewed, or placed where they became safe)."""
         stations = self.config.groups[group]
         if self.config.fallback:
             self.ensure_fallbacks(stations, deadline=deadline)
         now = self._now()
-        renew = [s for s in stations if self.safety.hold_until(s, now) and self.safety.hold_wanted(s, now)]
-        results = self.safety.send(group, [*self.holds(renew, now), *items], self._call(deadline), now, self._now)
-        for label, (outcome, reason) in results.items():
-            if label.startswith("hold:") and outcome is not SendOutcome.APPLIED:
-                logger.warning("hold profile not renewed on %s (%s): %s", label[5:], outcome.value, reason)
+        results = self.safety.send(group, items, self._call(deadline), now, self._now)
+        # Holds last: where every car now runs an accepted TxProfile (so a hold stops no car),
+        # renewed or placed for one validity; the next cycle's TxProfiles end with them.
         now = self._now()
-        fresh = [s for s in stations if self.fallbacks.installed(s) and not self.safety.hold_until(s, now)
-                 and self.safety.hold_wanted(s, now)]
-        self.safety.send(group, self.holds(fresh, now), self._call(deadline), now, self._now)
-        return {k: v for k, v in results.items() if not k.startswith("hold:")}
+        half = timedelta(seconds=self.config.profile_validity_s / 2)
+        wanted = [s for s in stations if self.fallbacks.installed(s) and self.safety.hold_wanted(s, now)
+                  and ((h := self.safety.hold_until(s, now)) is None or h - now < half)]  # renewed at half-life
+        for label, (outcome, reason) in self.safety.send(group, self.holds(wanted, now), self._call(deadline), now,
+                                                         self._now).items():
+            if outcome is not SendOutcome.APPLIED:
+                logger.warning("hold profile not placed on %s (%s): %s", label[5:], outcome.value, reason)
+        return results
 
     def ensure_fallbacks(self, stations: Sequence[str], *, deadline: float) -> dict[str, SendOutcome]:
         """(Re)install the fallback on each of ``stations`` that is due; outcome per station tried."""

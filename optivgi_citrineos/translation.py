@@ -63,6 +63,8 @@ class CitrineOSTranslation(Translation):
         clock: returns "now" (UTC); injectable for tests.
     """
 
+    counts_in_force = True  # the ledger reserves what is unconfirmed; the safe waves order the sends
+
     def __init__(self, config: CitrineOSConfig, *, client: httpx.Client | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.config = config

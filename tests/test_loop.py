@@ -34,6 +34,7 @@ class FakeSite(Translation):
         self.fail_first = fail_first
         self.calls = 0
         self.sent: list[dict[str, ChargingProfile]] = []
+        self.max_kw: dict[int, float] = {}  # per EV index, when not 7.2
 
     def get_evs(self, group_name: str) -> tuple[list[EV], float | None]:
         self.calls += 1
@@ -41,17 +42,20 @@ class FakeSite(Translation):
             raise ConnectionError("CSMS unreachable")
         now = datetime.now(UTC)
         evs = [EV(ev_id=f"EV-{i}", station_id=f"S{i}", connector_id=1, arrival_time=now - timedelta(hours=1),
-                  departure_time=now + timedelta(days=1), energy=100.0, min_power=0.0, max_power=7.2,
-                  transaction_id=i) for i in range(self.n)]
+                  departure_time=now + timedelta(days=1), energy=100.0, min_power=0.0,
+                  max_power=self.max_kw.get(i, 7.2), transaction_id=i) for i in range(self.n)]
         return evs, 240.0
 
     def get_peak_power_demand(self, group_name: str, now: datetime, voltage: float | None = None) -> float:
         return 30.0
 
+    unanswered: set[str] = set()
+
     def send_power_to_evs(self, powers: Mapping[EV, ChargingProfile],
                           unit: ChargingRateUnit | None = None) -> dict[str, SendOutcome]:
         self.sent.append({str(ev.ev_id): p for ev, p in powers.items()})
-        return {str(ev.ev_id): SendOutcome.APPLIED for ev in powers}
+        return {str(ev.ev_id): SendOutcome.UNANSWERED if str(ev.ev_id) in self.unanswered else SendOutcome.APPLIED
+                for ev in powers}
 
 
 def _settings(**kw: object) -> Settings:
@@ -159,21 +163,52 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: object) -> None:
 
 
 def test_reductions_are_sent_before_increases() -> None:
-    site = FakeSite(n=4)
+    site = FakeSite()
     sched = Scheduler(site, EqualShareAlgorithm(), _settings())
-    sched.run_cycle()  # four EVs at 7.2 kW
-    site.n = 6
-    sched.run_cycle()  # six EVs at 5.0 kW: the four old ones go down first, the new ones come up last
-    order = list(site.sent[-1])
-    assert order[:4] == [f"EV-{i}" for i in range(4)] or set(order[:4]) == {f"EV-{i}" for i in range(4)}
-    assert set(order[4:]) == {"EV-4", "EV-5"}
-    # running totals while sending in this order never exceed the limit, counting unsent EVs at
-    # their previous power (new EVs at 0 because they had none yet)
-    previous = {f"EV-{i}": 7.2 for i in range(4)}
-    current = dict(previous)
-    for ev_id in order:
-        current[ev_id] = _kw(site.sent[-1][ev_id])
-        assert sum(current.values()) <= 30.0 + 1e-9
+    sched.run_cycle()  # six EVs at 5.0 kW (20.8 A at 240 V)
+    accepted = {ev_id: _kw(p) for ev_id, p in site.sent[-1].items()}
+    calls = len(site.sent)
+    site.max_kw[0] = 2.0  # EV-0 tapers: it goes down to 2.0 kW, the five others may go up to 5.6 kW
+    sched.run_cycle()
+    waves = site.sent[calls:]
+    # the reduction goes out alone; the increases only once it was accepted
+    assert [sorted(w) for w in waves] == [["EV-0"], [f"EV-{i}" for i in range(1, 6)]]
+    assert all(_kw(p) > accepted[ev_id] for ev_id, p in waves[1].items())
+    # while a wave is in flight each EV may draw the more of its old and its new limit: never above 30 kW
+    for wave in waves:
+        worst = {**accepted, **{ev_id: max(accepted[ev_id], _kw(p)) for ev_id, p in wave.items()}}
+        assert sum(worst.values()) <= 30.0 + 1e-9
+        accepted.update({ev_id: _kw(p) for ev_id, p in wave.items()})
+
+
+def test_a_refused_reduction_lowers_the_increases_in_the_same_cycle() -> None:
+    site = RejectingSite(set())
+    sched = Scheduler(site, EqualShareAlgorithm(), _settings())
+    sched.run_cycle()
+    site.max_kw[0] = 2.0
+    site.reject.add("EV-0")  # its charger refuses the reduction: it keeps 4.992 kW
+    calls = len(site.sent)
+    report = sched.run_cycle().groups["default"]
+    assert report.outcomes["EV-0"] is SendOutcome.REJECTED
+    waves = site.sent[calls:]
+    assert [sorted(w) for w in waves] == [["EV-0"], [f"EV-{i}" for i in range(1, 6)]]
+    total = 4.992 + sum(_kw(p) for p in waves[1].values())
+    assert total <= 30.0 + 1e-9
+    assert total >= 30.0 - 5 * 0.024  # the room left is used, less a tenth of an amp per EV
+
+
+def test_unanswered_evs_are_counted_at_what_they_may_draw_not_at_their_max() -> None:
+    """Five of six profiles unanswered: counting them at 7.2 kW each (36 kW) would leave the one
+    confirmed car 0 W; each may draw at most its old or its new 5 kW, so it keeps its 5 kW."""
+    site = FakeSite()
+    sched = Scheduler(site, EqualShareAlgorithm(), _settings())
+    sched.run_cycle()
+    site.unanswered = {f"EV-{i}" for i in range(1, 6)}
+    sched.run_cycle()
+    sched.run_cycle()
+    last = site.sent[-1]
+    assert _kw(last["EV-0"]) == pytest.approx(4.992)
+    assert sum(_kw(p) for p in last.values()) <= 30.0 + 1e-9
 
 
 class RejectingSite(FakeSite):

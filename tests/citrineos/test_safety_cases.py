@@ -249,10 +249,16 @@ def test_a_restart_with_the_read_back_failing_sends_no_increase_first(sites: Cal
     site.check()
 
 
-def test_a_restart_after_lapsed_profiles_never_drops_below_the_fallback(sites: Callable[..., Site]) -> None:
+@pytest.mark.parametrize("answer_s", [0.0, 1.0])
+def test_a_restart_after_lapsed_profiles_never_drops_below_the_fallback(sites: Callable[..., Site],
+                                                                        answer_s: float) -> None:
+    # answer_s: chargers that take a second to answer, so the double's per-station call lock
+    # (one call in flight, like CitrineOS's) holds every further call to a station meanwhile.
     site = sites(6, 30.0, connectors=2)
     for s in site.stations:
         site.arrive(s)
+        if answer_s:
+            site.rules[s] = lambda p: ProfileAnswer.accepted(delay_s=answer_s)
     first = site.open()
     site.cycle()
     site.cycle()
@@ -284,6 +290,9 @@ def test_unanswered_profiles_do_not_starve_the_confirmed_car(sites: Callable[...
     assert outcomes[f"{site.stations[0]}:1"] is SendOutcome.APPLIED
     assert sum(o is SendOutcome.UNANSWERED for o in outcomes.values()) == 5
     assert site.log.limit_a(site.stations[0], 1, site.clock.now()) > 0
+    for _ in range(4):  # still unanswered in time: the confirmed car is never sent 0
+        site.cycle()
+        assert site.log.limit_a(site.stations[0], 1, site.clock.now()) > 0
     site.check()
 
 
