@@ -112,7 +112,7 @@ def run(ctx: click.Context, translation: str | None, algorithm: str | None, inte
         with instance as t:
             from optivgi.report import CurtailmentReporter
 
-            reporter = CurtailmentReporter(echo, voltage=settings.voltage)
+            reporter = CurtailmentReporter(echo, voltage=settings.voltage, arrivals=True)
 
             def on_cycle(report: Any) -> None:
                 reporter(report)

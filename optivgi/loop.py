@@ -27,8 +27,8 @@ from optivgi.algorithms.validate import validate_schedule
 from optivgi.clock import Clock, SystemClock
 from optivgi.config import Settings
 from optivgi.errors import OptiVGIError
-from optivgi.limits.base import LimitSource
 from optivgi.ledger import Circuit, ConnectorKey, Ledger, Outcome, ProfileRecord, Request
+from optivgi.limits.base import LimitSource
 from optivgi.models.ev import EV
 from optivgi.models.profile import ChargingProfile
 from optivgi.models.schedule import PowerSchedule
@@ -36,7 +36,7 @@ from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
 from optivgi.topology import Topology
 from optivgi.transitions import send_order
-from optivgi.translation import SendOutcome, Translation
+from optivgi.translation import ProfileSpec, SendOutcome, Translation
 
 __all__ = ["CycleReport", "GroupResult", "Scheduler"]
 
@@ -182,22 +182,25 @@ class Scheduler:
 
     # -- one cycle -------------------------------------------------------------------------
     def _profiles(self, evs: list[EV], schedule: PowerSchedule) -> dict[EV, ChargingProfile]:
-        unit = self.settings.charging_rate_unit
         profiles: dict[EV, ChargingProfile] = {}
         for ev, row in zip(evs, schedule.power_kw, strict=True):
             ev.power = row.tolist()
             if not ev.active:
                 continue  # an expected EV is planned for, but there is no charger to tell yet
+            # Built once, as the translation wants it on the wire (unit, id, level, periods).
+            spec = self.translation.profile_spec(ev) or ProfileSpec(
+                charging_profile_id=100 + ev.connector_id)
             profiles[ev] = ChargingProfile.from_power(
                 row,
                 start=schedule.start,
                 resolution_s=schedule.resolution_s,
-                unit=unit,
+                unit=spec.unit or self.settings.charging_rate_unit,
                 voltage=ev.voltage or self.settings.voltage,
                 phases=ev.phases,
-                charging_profile_id=100 + ev.connector_id,
-                stack_level=1,
+                charging_profile_id=spec.charging_profile_id,
+                stack_level=spec.stack_level,
                 transaction_id=ev.transaction_id,
+                max_periods=spec.max_periods,
             )
         return profiles
 
@@ -211,7 +214,7 @@ class Scheduler:
         them together, if even that does not fit).
         """
         pinned_rows = np.array([ev.active and str(ev.ev_id) in self._unconfirmed for ev in evs], dtype=bool)
-        if not pinned_rows.any():
+        if not pinned_rows.any() or self.translation.counts_in_force:
             return plan(problem, self.algorithm, previous=previous)
         mask = problem.window_mask()[pinned_rows]
         worst = np.array([self._reserved_kw(_key(ev), problem.start, problem.resolution_s, problem.n_steps)
@@ -328,6 +331,13 @@ class Scheduler:
         reductions. What the chargers answered is recorded in :attr:`ledger`; returns what was
         sent and the outcomes.
         """
+        if self.translation.counts_in_force:
+            # The translation sends in safe waves itself, knowing more (holds, fallbacks, connectors
+            # without a session): hand it every profile at once.
+            answer = self.translation.send_power_to_evs(profiles, self.settings.charging_rate_unit)
+            return {str(ev.ev_id): p for ev, p in profiles.items()}, (
+                {str(ev.ev_id): SendOutcome.APPLIED for ev in profiles} if answer is None
+                else {str(k): SendOutcome(v) for k, v in answer.items()})
         by_label: dict[str, tuple[EV, ChargingProfile]] = {}
         targets: list[Request] = []
         for ev, profile in profiles.items():

@@ -13,7 +13,10 @@ import numpy as np
 from optivgi.arrays import FloatArray
 from optivgi.errors import OptiVGIError
 
-__all__ = ["plot_stacked_power"]
+__all__ = ["LEGEND_ROWS", "plot_stacked_power", "stacked_power_figure"]
+
+#: Legend entries per column; more series add columns to the right of the plot, never over it.
+LEGEND_ROWS = 24
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,33 @@ def plot_stacked_power(
     Raises:
         OptiVGIError: matplotlib is not installed (``pip install "opti-vgi[plot]"``).
     """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig = stacked_power_figure(times, power_kw, site_limit_kw, title=title, step=step, top=top)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    logger.info("plot written to %s", path)
+    return path
+
+
+def stacked_power_figure(
+    times: Sequence[datetime],
+    power_kw: Mapping[str, Sequence[float] | FloatArray],
+    site_limit_kw: Sequence[float] | FloatArray | float,
+    *,
+    title: str = "Power per EV",
+    step: bool = True,
+    top: int = 10,
+) -> Any:
+    """The figure :func:`plot_stacked_power` saves (a matplotlib ``Figure``; close it after use).
+
+    The legend sits outside the axes, to their right, in columns of :data:`LEGEND_ROWS` entries,
+    and the figure widens with the columns, so no entry covers the data however many EVs there are.
+
+    Raises:
+        OptiVGIError: matplotlib is not installed.
+    """
     try:
         import matplotlib
 
@@ -46,17 +76,17 @@ def plot_stacked_power(
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise OptiVGIError('plotting needs matplotlib: pip install "opti-vgi[plot]"') from exc
-    path = Path(path)
     x: Any = list(times)
     ids = list(power_kw)
     stack = np.array([np.asarray(power_kw[i], dtype=float) for i in ids]) if ids else np.zeros((0, len(x)))
     limit = np.broadcast_to(np.asarray(site_limit_kw, dtype=float), (len(x),))
     many = len(ids) > top
     if many:
-        fig, (ax, heat) = plt.subplots(2, 1, figsize=(11, 8), dpi=110, sharex=True,
+        fig, (ax, heat) = plt.subplots(2, 1, figsize=(13.2, 8), dpi=110, sharex=True,
                                        gridspec_kw={"height_ratios": [3, 2]})
     else:
-        fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
+        fig, ax = plt.subplots(figsize=(12.2, 5), dpi=110)
+    columns = max(1, -(-(min(len(ids), top + 1) + 2) // LEGEND_ROWS))
     if ids:
         labels, bands = ids, stack
         if many:
@@ -78,7 +108,8 @@ def plot_stacked_power(
     ax.set_ylabel("power [kW]")
     ax.set_title(title + (f" — the {top} EVs with most energy, {len(ids) - top} others as one band" if many else ""))
     ax.set_ylim(0, max(float(limit.max()) if len(limit) else 1.0, float(total.max()) if len(total) else 0) * 1.15)
-    ax.legend(loc="upper right", fontsize="small", ncol=2)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize="small", ncol=columns,
+              frameon=False)
     ax.grid(alpha=0.3)
     if many:
         import matplotlib.dates as mdates
@@ -95,7 +126,4 @@ def plot_stacked_power(
         ax.set_xlabel("time (UTC)")
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    logger.info("plot written to %s", path)
-    return path
+    return fig

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from optivgi.loop import CycleReport
+from optivgi.models.ev import EV
 
 __all__ = ["CurtailmentReporter"]
 
@@ -29,13 +30,17 @@ class CurtailmentReporter:
         echo: receives each line.
         voltage: voltage [V] for amp limits of EVs that leave theirs open.
         names: display names by EV id (default: the id).
+        arrivals: also print ``EV <id> arrived — ...`` when a connected EV first appears in a group,
+            and ``EV <id> left`` when it is gone (``optivgi run``, where no scenario announces them).
     """
 
     def __init__(self, echo: Callable[[str], None], *, voltage: float = 240.0,
-                 names: Mapping[str, str] | None = None) -> None:
+                 names: Mapping[str, str] | None = None, arrivals: bool = False) -> None:
         self.echo = echo
         self.voltage = voltage
         self.names = dict(names or {})
+        self.arrivals = arrivals
+        self._present: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._curtailed: dict[str, bool] = {}
         self._last: dict[str, dict[str, float]] = {}
@@ -63,6 +68,8 @@ class CurtailmentReporter:
             }
             merged.update(alloc)
             connected = [ev for ev in group.evs if ev.active]
+            if self.arrivals:
+                self._announce(report.now, name, connected)
             requested = sum(ev.max_power_kw for ev in connected)
             limit = group.site_limit_kw
             allocated = sum(alloc.values())
@@ -80,3 +87,15 @@ class CurtailmentReporter:
                                      f"| site {allocated:.2f}/{limit:.2f} kW")
         if report.ok:
             self.allocations.append((report.now, merged))
+
+    def _announce(self, now: datetime, group: str, connected: list[EV]) -> None:
+        before = self._present.get(group, set())
+        ids = {str(ev.ev_id) for ev in connected}
+        for ev in sorted(connected, key=lambda e: str(e.ev_id)):
+            key = str(ev.ev_id)
+            if key not in before:
+                self.say(now, f"EV {self.names.get(key, key)} arrived — max {ev.max_power_kw:.2f} kW at "
+                              f"{ev.station_id}/{ev.connector_id}, needs {ev.energy_kwh:.1f} kWh")
+        for key in sorted(before - ids):
+            self.say(now, f"EV {self.names.get(key, key)} left")
+        self._present[group] = ids

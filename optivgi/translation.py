@@ -24,13 +24,15 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import attrs
+
 from optivgi.models.ev import EV, ChargingRateUnit
 from optivgi.models.profile import ChargingProfile
 
 if TYPE_CHECKING:
     from optivgi.config import Settings
 
-__all__ = ["SendOutcome", "Translation", "TriggerFn"]
+__all__ = ["ProfileSpec", "SendOutcome", "Translation", "TriggerFn"]
 
 #: Callback a translation calls to ask the loop for a new cycle; the argument says why.
 TriggerFn = Callable[[str], None]
@@ -49,6 +51,23 @@ class SendOutcome(enum.StrEnum):
     """It could not be sent (CSMS unreachable, invalid request)."""
 
 
+@attrs.frozen
+class ProfileSpec:
+    """How the loop builds one EV's profile, as the translation wants it on the wire.
+
+    Attributes:
+        unit: ``chargingRateUnit`` (None: the loop's ``CHARGING_RATE_UNIT``).
+        charging_profile_id: ``chargingProfileId``.
+        stack_level: ``stackLevel``.
+        max_periods: most schedule periods the charger takes (None: no limit).
+    """
+
+    unit: ChargingRateUnit | None = None
+    charging_profile_id: int = 1
+    stack_level: int = 1
+    max_periods: int | None = None
+
+
 class Translation(AbstractContextManager["Translation"], abc.ABC):
     """Abstract bridge between the scheduler and a CSMS.
 
@@ -58,6 +77,11 @@ class Translation(AbstractContextManager["Translation"], abc.ABC):
     Translations are found through the ``optivgi.translations`` entry-point group and built
     with :meth:`from_settings` (which calls the class without arguments unless overridden).
     """
+
+    #: True when the translation itself counts what may be in force at the chargers (unconfirmed
+    #: profiles, unknown connectors) in the limit it gives the loop and orders its own sends
+    #: safely; the loop then plans every EV freely instead of pinning unconfirmed ones at max.
+    counts_in_force: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -91,6 +115,11 @@ class Translation(AbstractContextManager["Translation"], abc.ABC):
         Return the outcome per ``ev_id`` (as a string), or None when the CSMS gives no
         feedback (then every profile counts as applied).
         """
+
+    def profile_spec(self, ev: EV) -> ProfileSpec | None:
+        """Unit, profile id, stack level and period count of ``ev``'s profile, so the loop builds
+        it once as it goes on the wire; None (default): the loop's defaults."""
+        return None
 
     def get_prices(self, group_name: str, now: datetime) -> Sequence[float] | None:
         """Energy price per step from ``now`` (any currency per kWh), or None (default)."""

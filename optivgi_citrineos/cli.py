@@ -60,6 +60,10 @@ def citrineos() -> None:
                                  "(SCENARIO_FILE; unset: default, empty: manual).")
 @click.option("--url", "ws_url", help="CSMS OCPP 1.6J websocket base, e.g. ws://127.0.0.1:8092 (CITRINEOS_WS_URL).")
 @click.option("--stations", help="Comma-separated station ids (STATION_IDS, default OPTIVGI-STATION-01..06).")
+@click.option("--ocpp", "ocpp_version", type=click.Choice(["1.6", "2.0.1"]),
+              help="OCPP version of every station (OCPP_VERSION, default 1.6; a scenario may set it per station).")
+@click.option("--url201", "ws201_url",
+              help="CSMS OCPP 2.0.1 websocket base, e.g. ws://127.0.0.1:8081 (CITRINEOS_WS201_URL).")
 @click.option("--connectors", type=click.IntRange(1, 32), help="Connectors per station (CONNECTORS_PER_STATION).")
 @click.option("--meter-interval", type=click.FloatRange(min=0, min_open=True),
               help="Simulated seconds between MeterValues (METER_VALUES_INTERVAL, default 10).")
@@ -71,9 +75,10 @@ def citrineos() -> None:
               help="Wall seconds between summary lines (0: none).")
 @click.pass_context
 def simulate(ctx: click.Context, speed: float | None, scenario: str | None, ws_url: str | None,
-             stations: str | None, connectors: int | None, meter_interval: float | None,
-             profile_clock: str | None, duration: float | None, summary_every: float) -> None:
-    """Run OCPP 1.6J charge points with simulated cars against a CSMS (CitrineOS)."""
+             stations: str | None, ocpp_version: str | None, ws201_url: str | None, connectors: int | None,
+             meter_interval: float | None, profile_clock: str | None, duration: float | None,
+             summary_every: float) -> None:
+    """Run OCPP 1.6J or 2.0.1 charge points with simulated cars against a CSMS (CitrineOS)."""
     from optivgi.errors import OptiVGIError
     from optivgi_citrineos.simulator import Simulator, SimulatorConfig
 
@@ -87,6 +92,8 @@ def simulate(ctx: click.Context, speed: float | None, scenario: str | None, ws_u
         "connectors_per_station": connectors,
         "meter_values_interval_s": meter_interval,
         "profile_clock": profile_clock,
+        "ocpp_version": ocpp_version,
+        "ws201_url": ws201_url.rstrip("/") if ws201_url else None,
     }
     try:
         config = SimulatorConfig.from_env(environ, **overrides)
@@ -98,8 +105,12 @@ def simulate(ctx: click.Context, speed: float | None, scenario: str | None, ws_u
         logging.getLogger("ocpp").setLevel(logging.WARNING)
     scenario_text = (f"{len(config.scenario.sessions)} sessions" if config.scenario is not None
                      else "manual mode (RemoteStartTransaction)")
+    v201 = sum(1 for sid in config.station_ids if config.ocpp_version_of(sid) == "2.0.1")
+    targets = config.ws_url if v201 == 0 else (
+        config.ws201_url if v201 == len(config.station_ids)
+        else f"{config.ws_url} (1.6) and {config.ws201_url} ({v201} on 2.0.1)")
     click.echo(f"optivgi citrineos simulate: {len(config.station_ids)} stations x {config.connectors_per_station} "
-               f"connectors -> {config.ws_url}, speed x{config.speed:g}, {scenario_text}", err=True)
+               f"connectors -> {targets}, speed x{config.speed:g}, {scenario_text}", err=True)
     asyncio.run(_run_simulator(Simulator(config), duration, summary_every))
 
 

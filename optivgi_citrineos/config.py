@@ -152,7 +152,7 @@ class CitrineOSConfig:
         unit: the loop's unit (``CHARGING_RATE_UNIT``).
         http_timeout_s: timeout of each REST/GraphQL call (``CITRINEOS_HTTP_TIMEOUT_S``, default 10).
         answer_timeout_s: how long to wait for a charger's answer on RabbitMQ
-            (``CITRINEOS_ANSWER_TIMEOUT_S``, default 5).
+            (``CITRINEOS_ANSWER_TIMEOUT_S``, default 30: CitrineOS's ``maxCallLengthSeconds``).
         stack_level: stackLevel of the profiles (``CITRINEOS_STACK_LEVEL``, default 1: above
             CitrineOS's own 0).
         profile_id_base: chargingProfileId = base + connector/EVSE number
@@ -172,9 +172,9 @@ class CitrineOSConfig:
         fallback: install the site-safe fallback profile on every station (``CITRINEOS_FALLBACK``,
             on by default).
         fallback_stack_level: its stackLevel (``CITRINEOS_FALLBACK_STACK_LEVEL``, default 0).
-        connectors_per_station: connectors assumed on a station with fewer configured
-            (``CITRINEOS_CONNECTORS_PER_STATION``, default 1); the fallback share divides the
-            site limit among all of them.
+        connectors_per_station: an explicit connector count per station
+            (``CITRINEOS_CONNECTORS_PER_STATION``), checked against the connectors seen (a
+            mismatch is an ERROR naming the station); None (default): the connectors seen.
         profile_validity_s: TxProfiles carry ``validTo`` = send time + this
             (``CITRINEOS_PROFILE_VALIDITY_S``, default 3 x ``INTERVAL_S``; 0 = no ``validTo``).
         retry_budget_s: how long one cycle may spend retrying failed CSMS calls
@@ -198,7 +198,7 @@ class CitrineOSConfig:
     horizon_s: int = 8 * 3600
     unit: ChargingRateUnit = ChargingRateUnit.W
     http_timeout_s: float = 10.0
-    answer_timeout_s: float = 5.0
+    answer_timeout_s: float = 30.0
     stack_level: int = 1
     profile_id_base: int = 9000
     ocpp201_stations: frozenset[str] = frozenset()
@@ -212,7 +212,7 @@ class CitrineOSConfig:
     interval_s: float = 60.0
     fallback: bool = True
     fallback_stack_level: int = 0
-    connectors_per_station: int = 1
+    connectors_per_station: int | None = None
     profile_validity_s: float = 180.0
     retry_budget_s: float = 15.0
     retry_initial_s: float = 0.25
@@ -234,8 +234,10 @@ class CitrineOSConfig:
         return tuple(sorted(numbers))
 
     def connector_count(self, group: str) -> int:
-        """Connectors of a group: per station the configured ones, at least ``connectors_per_station``."""
-        return sum(max(len(self.connectors_of(s)), self.connectors_per_station) for s in self.groups.get(group, ()))
+        """Connectors of a group known from the configuration alone: per station the configured ones,
+        at least ``connectors_per_station`` (1 when unset); the translation adds those it sees."""
+        least = self.connectors_per_station or 1
+        return sum(max(len(self.connectors_of(s)), least) for s in self.groups.get(group, ()))
 
     def lowest_limit_kw(self, group: str) -> float:
         """The lowest value the group's limit ever takes (a daily schedule's minimum)."""
@@ -459,7 +461,7 @@ class CitrineOSConfig:
             horizon_s=settings.horizon_s,
             unit=settings.charging_rate_unit,
             http_timeout_s=_positive_float(settings, "CITRINEOS_HTTP_TIMEOUT_S", 10.0),
-            answer_timeout_s=_positive_float(settings, "CITRINEOS_ANSWER_TIMEOUT_S", 5.0),
+            answer_timeout_s=_positive_float(settings, "CITRINEOS_ANSWER_TIMEOUT_S", 30.0),
             stack_level=stack_level,
             profile_id_base=_int(settings, "CITRINEOS_PROFILE_ID_BASE", 9000, 1),
             ocpp201_stations=frozenset(_csv(settings.get("CITRINEOS_OCPP201_STATIONS"))),
@@ -473,7 +475,8 @@ class CitrineOSConfig:
             interval_s=settings.interval_s,
             fallback=fallback,
             fallback_stack_level=fallback_level,
-            connectors_per_station=_int(settings, "CITRINEOS_CONNECTORS_PER_STATION", 1, 1),
+            connectors_per_station=(_int(settings, "CITRINEOS_CONNECTORS_PER_STATION", 1, 1)
+                                    if settings.get("CITRINEOS_CONNECTORS_PER_STATION") else None),
             profile_validity_s=validity,
             retry_budget_s=budget if budget is not None else 15.0,
             retry_initial_s=retry_initial,

@@ -28,6 +28,7 @@ Result shapes
          "startTime": "2026-11-24T00:41:08.95+00:00",   # may be null
          "meterStart": 5000,                       # Wh, number (may be null)
          "Connector": {"id": 6, "connectorId": 1}, # connectorId = OCPP connector number; may be null
+         "Evse": null,                             # 2.0.1: {"id": 3, "evseTypeId": 1}, the OCPP EVSE id
          "Authorization": {"idToken": "LAB-TAG-01"},    # may be null
          "MeterValues": [                          # the latest row only (0 or 1 element)
              {"timestamp": "2026-11-24T00:41:19.071+00:00",
@@ -78,8 +79,10 @@ Result shapes
     Plain SQL (psycopg ``%(tenant_id)s`` placeholder) for a connection whose ``search_path`` holds
     CitrineOS's tables. One row per active transaction with the columns listed in
     ``ACTIVE_SESSIONS_SQL_COLUMNS``: ``transactionDatabaseId`` (int), ``stationId`` (str),
-    ``transactionId`` (str), ``ocppConnectorId`` (int or None), ``idToken`` (str or None),
-    ``startTime`` (datetime or None), ``meterStart`` (Decimal Wh or None), ``lastMeterTimestamp``
+    ``transactionId`` (str), ``ocppConnectorId`` (int or None), ``ocppEvseId`` (the OCPP EVSE id
+    of a 2.0.1 session, whose Connectors row has no connector number; int or None), ``idToken`` (str
+    or None), ``startTime`` (datetime or None), ``meterStart`` (Decimal: Wh for 1.6, **kWh** for a
+    2.0.1 session, as CitrineOS 1.8.3 stores it), ``lastMeterTimestamp``
     (datetime or None), ``lastSampledValue`` (list of dicts or None), ``lastConnectorStatus``
     (str or None), ``lastStatusTimestamp`` (datetime or None).
 """
@@ -118,6 +121,10 @@ query ActiveSessions($stationIds: [String!]!, $tenantId: Int!) {
       id
       connectorId
     }
+    Evse {
+      id
+      evseTypeId
+    }
     Authorization {
       idToken
     }
@@ -129,6 +136,7 @@ query ActiveSessions($stationIds: [String!]!, $tenantId: Int!) {
       isOnline
       LatestStatusNotifications {
         StatusNotification {
+          evseId
           connectorId
           connectorStatus
           timestamp
@@ -215,17 +223,19 @@ QUERIES: dict[str, str] = {
 # the recorded query does so; both give the same answer once a connector has reported.
 ACTIVE_SESSIONS_SQL = """
 SELECT t.id AS "transactionDatabaseId", t."stationId", t."transactionId", c."connectorId" AS "ocppConnectorId",
-       a."idToken", t."startTime", t."meterStart",
+       e."evseTypeId" AS "ocppEvseId", a."idToken", t."startTime", t."meterStart",
        mv."timestamp" AS "lastMeterTimestamp", mv."sampledValue" AS "lastSampledValue",
        sn."connectorStatus" AS "lastConnectorStatus", sn."timestamp" AS "lastStatusTimestamp"
 FROM "Transactions" t
 LEFT JOIN "Connectors" c ON c.id = t."connectorId"
+LEFT JOIN "Evses" e ON e.id = t."evseId"
 LEFT JOIN "Authorizations" a ON a.id = t."authorizationId"
 LEFT JOIN LATERAL (SELECT m."timestamp", m."sampledValue" FROM "MeterValues" m
                    WHERE m."transactionDatabaseId" = t.id ORDER BY m."timestamp" DESC LIMIT 1) mv ON true
 LEFT JOIN LATERAL (SELECT s."connectorStatus", s."timestamp" FROM "StatusNotifications" s
-                   WHERE s."stationId" = t."stationId" AND s."connectorId" = c."connectorId"
-                     AND s."tenantId" = t."tenantId"
+                   WHERE s."stationId" = t."stationId" AND s."tenantId" = t."tenantId"
+                     AND (s."connectorId" = c."connectorId"
+                          OR (c."connectorId" IS NULL AND s."evseId" = e."evseTypeId"))
                    ORDER BY s."timestamp" DESC LIMIT 1) sn ON true
 WHERE t."isActive" AND t."tenantId" = %(tenant_id)s
 ORDER BY t."stationId", t."transactionId"
@@ -236,6 +246,7 @@ ACTIVE_SESSIONS_SQL_COLUMNS: tuple[str, ...] = (
     "stationId",
     "transactionId",
     "ocppConnectorId",
+    "ocppEvseId",
     "idToken",
     "startTime",
     "meterStart",

@@ -38,9 +38,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
+from optivgi.caps import MAX_NESTING
 from optivgi.errors import ConfigurationError
 from optivgi.jsonfile import nesting_depth, parse_json_text, read_text_file
-from optivgi.caps import MAX_NESTING
 from optivgi.models.ev import ChargingRateUnit, to_utc
 
 __all__ = [

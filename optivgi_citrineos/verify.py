@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import httpx
 
     from optivgi.config import Settings
+    from optivgi_citrineos.verify_run import RunJudgement
 
 __all__ = [
     "AMP_STEP_A",
@@ -60,6 +61,7 @@ __all__ = [
     "check_latest_cycle_within_limit",
     "check_profiles_sent",
     "fetch_verify_data",
+    "fetch_verify_data_sql",
     "group_cycles",
     "latest_run",
     "plot_allocations",
@@ -289,15 +291,26 @@ def _periods(raw: Any) -> tuple[tuple[int, float, int], ...]:
 def _profile_from_request(
     station_id: str, payload: Mapping[str, Any], sent_at: datetime, answer: tuple[str | None, datetime | None]
 ) -> ProfileRecord:
-    profile = payload["csChargingProfiles"]
-    schedule = profile.get("chargingSchedule") or {}
+    if "chargingProfile" in payload:
+        # OCPP 2.0.1: {evseId, chargingProfile: {id, ..., chargingSchedule: [first, ...]}}.
+        profile = payload["chargingProfile"]
+        schedules = profile["chargingSchedule"]
+        if not isinstance(schedules, list) or not schedules or not isinstance(schedules[0], Mapping):
+            raise ValueError("'chargingSchedule' must be a non-empty list of schedules")
+        schedule = schedules[0]
+        connector = payload.get("evseId")
+        profile_id = profile.get("id")
+    else:
+        profile = payload["csChargingProfiles"]
+        schedule = profile.get("chargingSchedule") or {}
+        connector = payload.get("connectorId")
+        profile_id = profile.get("chargingProfileId")
     tx = profile.get("transactionId")
-    connector = payload.get("connectorId")
     return ProfileRecord(
         station_id=station_id,
         connector_id=int(connector) if connector is not None else None,
         transaction_id=None if tx is None else str(tx),
-        profile_id=profile.get("chargingProfileId"),
+        profile_id=profile_id,
         purpose=profile.get("chargingProfilePurpose"),
         unit=str(schedule.get("chargingRateUnit", "W")),
         start_schedule=_time(schedule.get("startSchedule")),
@@ -346,8 +359,8 @@ def profiles_from_messages(rows: Iterable[Mapping[str, Any]]) -> list[ProfileRec
             requests.append((str(row.get("stationId")), frame[3], when, correlation))
     out: list[ProfileRecord] = []
     for station_id, payload, when, correlation in requests:
-        if "csChargingProfiles" not in payload:
-            logger.warning("SetChargingProfile %s to %s is not OCPP 1.6; skipped", correlation, station_id)
+        if "csChargingProfiles" not in payload and "chargingProfile" not in payload:
+            logger.warning("SetChargingProfile %s to %s carries no profile; skipped", correlation, station_id)
             continue
         try:
             out.append(_profile_from_request(station_id, payload, when, answers.get(correlation, (None, None))))
@@ -543,23 +556,28 @@ def run_checks(
     site_limit_kw: float,
     voltage: float,
     max_kw: Callable[[ProfileRecord], float] | None = None,
+    run: RunJudgement | None = None,
 ) -> VerifyReport:
-    """Run the four checks. ``max_kw`` defaults to the built-in 7.2 kW for every EV.
+    """Run the four checks, and checks 5-7 of the whole run when ``run`` is given.
 
-    Besides the checks, the report notes every earlier cycle above the limit (check 3 judges the
-    latest one only) and the runs that were left out.
+    ``max_kw`` defaults to the built-in 7.2 kW for every EV. Besides the checks, the report notes
+    every earlier cycle above the limit (check 3 judges the latest one only) and the runs that
+    were left out.
     """
     if max_kw is None:
 
         def max_kw(_: ProfileRecord) -> float:
             return float(BUILTIN_SESSION_DEFAULTS.max_power_kw or 0.0)
 
-    checks = (
+    checks: tuple[CheckResult, ...] = (
         check_profiles_sent(data),
         check_concurrent_sessions(data, voltage),
         check_latest_cycle_within_limit(data, site_limit_kw, voltage),
         check_curtailment(data, max_kw, voltage),
     )
+    if run is not None:
+        checks += tuple(CheckResult(5 + i, title, passed, detail)
+                        for i, (passed, title, detail) in enumerate(run.lines()))
     notes: list[str] = []
     over = []
     for cycle in data.cycles()[:-1]:
@@ -642,6 +660,55 @@ def fetch_verify_data(
     return VerifyData(tuple(history), stored_rows=len(rows), from_log=from_log, ignored_runs=ignored)
 
 
+def fetch_verify_data_sql(
+    dsn: str,
+    station_ids: Sequence[str],
+    *,
+    tenant_id: int = 1,
+    site_limit_kw: float,
+    max_kw: Callable[[str, int], float],
+    now: datetime | None = None,
+    max_starved_s: float | None = None,
+    first_profile_s: float | None = None,
+    voltage: float = 240.0,
+    timeout_s: float = 10.0,
+) -> tuple[VerifyData, RunJudgement]:
+    """Read the profile history and the sessions of ``station_ids`` with plain SQL and judge the run.
+
+    The run is the latest one of the profile history (:func:`latest_run`); its sessions are those
+    that started at most :data:`RUN_GAP` before its first SetChargingProfile. ``max_kw(station,
+    connector)`` is a car's own maximum (the EVSE number for OCPP 2.0.1).
+
+    Raises:
+        CSMSConnectionError: the database cannot be reached.
+        CSMSResponseError: a query failed.
+    """
+    from optivgi_citrineos import verify_run, verify_sql
+
+    now = now or datetime.now(UTC)
+    rows = verify_sql.read_run_rows(dsn, station_ids, tenant_id=tenant_id, since=now - timedelta(days=1),
+                                    timeout_s=timeout_s)
+    history, ignored = latest_run(profiles_from_messages(rows.messages))
+    data = VerifyData(tuple(history), stored_rows=len(rows.profiles), from_log=True, ignored_runs=ignored)
+    sessions = verify_sql.sessions_from_rows(rows, max_kw)
+    if history:
+        begin = min(p.sent_at for p in history) - RUN_GAP
+        sessions = [s for s in sessions if s.start >= begin]
+    first: dict[str, datetime] = {}
+    for p in data.accepted:
+        if p.purpose == _TX_PROFILE and p.transaction_id is not None:
+            first.setdefault(p.ev_key, p.sent_at)
+    # The site "has room" for a car while it is at least 6 A (the least a car charges at) below its limit.
+    options: dict[str, float] = {"min_kw": 6 * voltage / 1000}
+    if max_starved_s is not None:
+        options["max_starved_s"] = max_starved_s
+    if first_profile_s is not None:
+        options["first_profile_s"] = first_profile_s
+    judgement = verify_run.judge_run(sessions, first, site_limit_kw, now=now, started_at=rows.started_at(),
+                                     **options)
+    return data, judgement
+
+
 # --- plot ----------------------------------------------------------------------------------------
 
 
@@ -698,13 +765,13 @@ class _CannotVerify(click.ClickException):
     exit_code = 2
 
 
-def _max_rate_lookup(settings: Settings, station_ids: Sequence[str]) -> Callable[[ProfileRecord], float]:
-    """Each EV's max rate [kW]: ``CONN_XX_MAX_POWER_KW`` for its station and connector, else 7.2."""
+def _outlet_rate_lookup(settings: Settings, station_ids: Sequence[str]) -> Callable[[str, int], float]:
+    """A car's max rate [kW] by (station, connector): ``CONN_XX_MAX_POWER_KW``, else 7.2."""
     configured = CitrineOSConfig._connectors(settings, tuple(station_ids))
     default = float(BUILTIN_SESSION_DEFAULTS.max_power_kw or 0.0)
 
-    def lookup(p: ProfileRecord) -> float:
-        params = configured.get((p.station_id, p.connector_id if p.connector_id is not None else 1))
+    def lookup(station_id: str, connector: int) -> float:
+        params = configured.get((station_id, connector))
         if params is not None and params.max_power_kw is not None:
             return float(params.max_power_kw)
         return default
@@ -712,8 +779,24 @@ def _max_rate_lookup(settings: Settings, station_ids: Sequence[str]) -> Callable
     return lookup
 
 
+def _max_rate_lookup(settings: Settings, station_ids: Sequence[str]) -> Callable[[ProfileRecord], float]:
+    """Each EV's max rate [kW]: ``CONN_XX_MAX_POWER_KW`` for its station and connector, else 7.2."""
+    outlet = _outlet_rate_lookup(settings, station_ids)
+
+    def lookup(p: ProfileRecord) -> float:
+        return outlet(p.station_id, p.connector_id if p.connector_id is not None else 1)
+
+    return lookup
+
+
 @click.command("verify")
 @click.option("--url", help="Hasura base URL (HASURA_URL); /v1/graphql is appended unless present.")
+@click.option("--dsn", help="PostgreSQL DSN of CitrineOS's database (CITRINEOS_DB_DSN), read instead of Hasura; "
+              "also judges the whole run (delivered power, starved cars, time to the first profile).")
+@click.option("--max-starved-s", type=click.FloatRange(min=0), default=None,
+              help="Fail when a car sat at 0 kW with room on the site longer than this (default 60 s).")
+@click.option("--first-profile-s", type=click.FloatRange(min=0), default=None,
+              help="Fail when a car's first profile came later than this after its start (default 10 s).")
 @click.option("--limit", "limit_kw", type=click.FloatRange(min=0), help="Site limit in kW (SITE_POWER_LIMIT_KW).")
 @click.option("--voltage", type=click.FloatRange(min=0, min_open=True), help="Voltage for amp limits (VOLTAGE, 240).")
 @click.option("--stations", help="Comma-separated station ids to judge (STATION_IDS).")
@@ -723,6 +806,9 @@ def _max_rate_lookup(settings: Settings, station_ids: Sequence[str]) -> Callable
 def verify_command(
     ctx: click.Context,
     url: str | None,
+    dsn: str | None,
+    max_starved_s: float | None,
+    first_profile_s: float | None,
     limit_kw: float | None,
     voltage: float | None,
     stations: str | None,
@@ -735,9 +821,10 @@ def verify_command(
     env_file = root.obj.get("env_file") if isinstance(root.obj, Mapping) else None
     try:
         settings = Settings.load({"site_power_limit_kw": limit_kw, "voltage": voltage}, dotenv=env_file)
+        dsn = dsn or settings.get("CITRINEOS_DB_DSN")
         url = url or settings.get("HASURA_URL")
-        if not url:
-            raise ConfigurationError("set --url or HASURA_URL to the Hasura endpoint")
+        if not url and not dsn:
+            raise ConfigurationError("set --dsn or CITRINEOS_DB_DSN (PostgreSQL), or --url or HASURA_URL (Hasura)")
         station_ids = [s.strip() for s in (stations or settings.get("STATION_IDS") or "").split(",") if s.strip()]
         if not station_ids:
             raise ConfigurationError("set --stations or STATION_IDS to the stations to judge")
@@ -746,13 +833,29 @@ def verify_command(
         tenant = int(settings.get("CITRINEOS_TENANT_ID", "1") or "1")
         max_kw = _max_rate_lookup(settings, station_ids)
         limit, volts = settings.site_power_limit_kw, settings.voltage
-        click.echo(f"CitrineOS curtailment check: Hasura {url}, {len(station_ids)} station(s), tenant {tenant}")
-        click.echo(f"site limit {limit:g} kW, voltage {volts:g} V")
-        data = fetch_verify_data(url, station_ids, tenant_id=tenant, admin_secret=settings.get("HASURA_ADMIN_SECRET"))
+        run: RunJudgement | None = None
+        if dsn:
+            from optivgi.config import mask_url
+
+            click.echo(f"CitrineOS curtailment check: PostgreSQL {mask_url(dsn)}, {len(station_ids)} station(s), "
+                       f"tenant {tenant}")
+            click.echo(f"site limit {limit:g} kW, voltage {volts:g} V")
+            data, run = fetch_verify_data_sql(
+                dsn, station_ids, tenant_id=tenant, site_limit_kw=limit, voltage=volts,
+                max_kw=_outlet_rate_lookup(settings, station_ids), max_starved_s=max_starved_s,
+                first_profile_s=first_profile_s,
+            )
+        else:
+            assert url is not None
+            click.echo(f"CitrineOS curtailment check: Hasura {url}, {len(station_ids)} station(s), tenant {tenant}")
+            click.echo(f"site limit {limit:g} kW, voltage {volts:g} V")
+            data = fetch_verify_data(url, station_ids, tenant_id=tenant,
+                                     admin_secret=settings.get("HASURA_ADMIN_SECRET"))
     except (ConfigurationError, ValueError) as exc:
         raise _CannotVerify(str(exc)) from None
     except OptiVGIError as exc:
-        raise _CannotVerify(f"{exc} (from the host, pass --url http://localhost:<HASURA_PORT>)") from None
+        hint = "--dsn postgresql://...@localhost:<PORT>/citrine" if dsn else "--url http://localhost:<HASURA_PORT>"
+        raise _CannotVerify(f"{exc} (from the host, pass {hint})") from None
     cycles = data.cycles()
     if cycles:
         click.echo(
@@ -760,7 +863,10 @@ def verify_command(
             f"from {_hhmmss(cycles[0].start)} to {_hhmmss(cycles[-1].start)}"
         )
     click.echo("")
-    report = run_checks(data, limit, volts, max_kw)
+    report = run_checks(data, limit, volts, max_kw, run)
+    if run is None:
+        report = VerifyReport(report.checks, (*report.notes, "[INFO] the whole-run checks (delivered power, "
+                                              "starved cars, first profile) need --dsn / CITRINEOS_DB_DSN"))
     for line in report.lines():
         click.echo(line)
     if plot is not None:

@@ -16,12 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from optivgi.errors import ConfigurationError, ScenarioError
 from optivgi.caps import MAX_EVS
+from optivgi.errors import ConfigurationError, ScenarioError
 
 __all__ = [
     "DEFAULT_SCENARIO_RESOURCE",
     "DEFAULT_STATION_IDS",
+    "DEFAULT_WS201_URL",
     "DEFAULT_WS_URL",
     "EVSpec",
     "Scenario",
@@ -34,6 +35,9 @@ __all__ = [
 DEFAULT_STATION_IDS: tuple[str, ...] = tuple(f"OPTIVGI-STATION-{i:02d}" for i in range(1, 7))
 #: CitrineOS's OCPP 1.6J websocket on this machine (its ``local`` configuration).
 DEFAULT_WS_URL = "ws://127.0.0.1:8092"
+#: CitrineOS's OCPP 2.0.1 websocket on this machine (security profile 0).
+DEFAULT_WS201_URL = "ws://127.0.0.1:8081"
+OCPP_VERSIONS = ("1.6", "2.0.1")
 #: The built-in scenario: six EVs arriving 60 s apart for 10-minute sessions.
 DEFAULT_SCENARIO_RESOURCE = "simulator-default.json"
 
@@ -116,11 +120,13 @@ class Scenario:
 
     Each session object has ``station_id`` (required), ``connector_id``, ``arrive_offset_s``,
     ``depart_offset_s`` (null: no departure), ``capacity_kwh``, ``arrival_soc``, ``target_soc``,
-    ``max_charge_rate_kw``, ``id_tag`` and ``auto_start``.
+    ``max_charge_rate_kw``, ``id_tag`` and ``auto_start``. An optional ``stations`` object sets the
+    OCPP version per station: ``{"stations": {"ST-4": {"ocpp": "2.0.1"}}}`` (default 1.6).
     """
 
     sessions: tuple[SessionSpec, ...]
     description: str = ""
+    station_protocols: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "scenario") -> Scenario:
@@ -131,9 +137,20 @@ class Scenario:
         """
         if not isinstance(data, Mapping) or not isinstance(data.get("sessions"), list):
             raise ScenarioError(f"{source}: expected an object with a 'sessions' list")
-        unknown_top = set(data) - {"description", "sessions"}
+        unknown_top = set(data) - {"description", "sessions", "stations"}
         if unknown_top:
             raise ScenarioError(f"{source}: unknown keys {sorted(unknown_top)}")
+        protocols: list[tuple[str, str]] = []
+        stations = data.get("stations", {})
+        if not isinstance(stations, Mapping):
+            raise ScenarioError(f"{source}: 'stations' must be an object of station id -> settings")
+        for sid, settings in stations.items():
+            if not isinstance(settings, Mapping) or set(settings) - {"ocpp"}:
+                raise ScenarioError(f"{source}: stations.{sid}: expected {{\"ocpp\": \"1.6\" or \"2.0.1\"}}")
+            version = settings.get("ocpp", "1.6")
+            if version not in OCPP_VERSIONS:
+                raise ScenarioError(f"{source}: stations.{sid}.ocpp must be 1.6 or 2.0.1, got {version!r}")
+            protocols.append((str(sid), str(version)))
         sessions: list[SessionSpec] = []
         for i, raw in enumerate(data["sessions"]):
             where = f"{source}: sessions[{i}]"
@@ -170,7 +187,7 @@ class Scenario:
                 )
             except (TypeError, ValueError, OverflowError) as exc:
                 raise ScenarioError(f"{where}: {exc}") from None
-        scenario = cls(tuple(sessions), str(data.get("description", "")))
+        scenario = cls(tuple(sessions), str(data.get("description", "")), tuple(protocols))
         scenario.check_overlaps(source)
         return scenario
 
@@ -261,6 +278,12 @@ class SimulatorConfig:
         meter_start_wh: energy register of every connector at start.
         frame_log_size: how many websocket frames :meth:`Simulator.frames` keeps.
         tick_s: wall seconds between physics updates (at most; faster speeds update more often).
+        ocpp_version: what every station speaks, ``1.6`` or ``2.0.1`` (``OCPP_VERSION``); the
+            scenario's ``stations`` and ``ocpp201_stations`` choose per station.
+        ws201_url: the CSMS's OCPP 2.0.1 websocket base (``CITRINEOS_WS201_URL``; subprotocol
+            ``ocpp2.0.1``).
+        ocpp201_stations: stations that speak OCPP 2.0.1 whatever ``ocpp_version`` says
+            (``CITRINEOS_OCPP201_STATIONS``, the plugin's setting of the same name).
     """
 
     ws_url: str = DEFAULT_WS_URL
@@ -283,6 +306,9 @@ class SimulatorConfig:
     meter_start_wh: int = 0
     frame_log_size: int = 20_000
     tick_s: float = 0.5
+    ocpp_version: str = "1.6"
+    ws201_url: str = DEFAULT_WS201_URL
+    ocpp201_stations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -291,8 +317,11 @@ class SimulatorConfig:
             raise ConfigurationError(str(exc)) from None
 
     def _check(self) -> None:
-        if not re.match(r"^wss?://[^/]+", self.ws_url):
-            raise ValueError(f"ws_url must be a ws:// or wss:// URL, got {self.ws_url!r}")
+        for name in ("ws_url", "ws201_url"):
+            if not re.match(r"^wss?://[^/]+", getattr(self, name)):
+                raise ValueError(f"{name} must be a ws:// or wss:// URL, got {getattr(self, name)!r}")
+        if self.ocpp_version not in OCPP_VERSIONS:
+            raise ValueError(f"ocpp_version must be 1.6 or 2.0.1, got {self.ocpp_version!r}")
         if not self.station_ids:
             raise ValueError("station_ids must not be empty")
         if len(set(self.station_ids)) != len(self.station_ids):
@@ -323,6 +352,16 @@ class SimulatorConfig:
                         f"scenario session {i} uses connector {s.connector_id} but stations have "
                         f"{self.connectors_per_station}"
                     )
+
+    def ocpp_version_of(self, station_id: str) -> str:
+        """The OCPP version ``station_id`` speaks: 2.0.1 when listed anywhere, else ``ocpp_version``."""
+        if station_id in self.ocpp201_stations:
+            return "2.0.1"
+        if self.scenario is not None:
+            for sid, version in self.scenario.station_protocols:
+                if sid == station_id:
+                    return version
+        return self.ocpp_version
 
     @property
     def evse_max_w(self) -> float:
@@ -361,6 +400,12 @@ class SimulatorConfig:
 
         if (url := get("CITRINEOS_WS_URL")):
             values["ws_url"] = url.rstrip("/")
+        if (url := get("CITRINEOS_WS201_URL")):
+            values["ws201_url"] = url.rstrip("/")
+        if (version := get("OCPP_VERSION")):
+            values["ocpp_version"] = version
+        if (v201 := get("CITRINEOS_OCPP201_STATIONS")):
+            values["ocpp201_stations"] = tuple(s.strip() for s in v201.split(",") if s.strip())
         if (ids := get("STATION_IDS")):
             values["station_ids"] = tuple(s.strip() for s in ids.split(",") if s.strip())
         for key, env, conv in (

@@ -99,7 +99,8 @@ class StationSnapshot:
 
     Attributes:
         connected: the websocket is open.
-        booted: the CSMS accepted its BootNotification on this connection.
+        booted: the CSMS accepted its BootNotification on this connection and the station sent
+            its first StatusNotifications after it.
         station_limit_w: the ChargePointMaxProfile limit now (None = none).
         power_kw: the sum over its connectors.
         connectors: by connector id (1-based).
@@ -175,8 +176,8 @@ class Frame:
         return None
 
 
-def validate_frame(text: str, action: str | None = None) -> None:
-    """Check one OCPP 1.6J frame against the ``ocpp`` library's JSON schemas.
+def validate_frame(text: str, action: str | None = None, version: str = "1.6") -> None:
+    """Check one OCPP frame against the ``ocpp`` library's JSON schemas (``version`` 1.6 or 2.0.1).
 
     ``action`` names the call a CALLRESULT answers (a CALLRESULT does not carry it). CALLERROR
     frames have no schema and only need to parse.
@@ -187,9 +188,9 @@ def validate_frame(text: str, action: str | None = None) -> None:
     """
     message = unpack(text)
     if isinstance(message, Call):
-        _ocpp_validate_payload(message, "1.6")
+        _ocpp_validate_payload(message, version)
     elif isinstance(message, CallResult):
         if not action:
             raise ValueError("validating a CALLRESULT needs the action of the call it answers")
         message.action = action
-        _ocpp_validate_payload(message, "1.6")
+        _ocpp_validate_payload(message, version)

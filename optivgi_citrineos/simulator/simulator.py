@@ -120,7 +120,13 @@ class Simulator:
         clock = SimClock(self.config.speed)
         self._clock = clock
         hooks = _Hooks(self._lock, self._record_frame, self._record_profile, self._next_ev_number)
-        self._stations = {sid: Station(sid, self.config, clock, hooks) for sid in self.config.station_ids}
+        from optivgi_citrineos.simulator.station201 import Station201
+
+        def make(sid: str) -> Station:
+            kind = Station201 if self.config.ocpp_version_of(sid) == "2.0.1" else Station
+            return kind(sid, self.config, clock, hooks)
+
+        self._stations = {sid: make(sid) for sid in self.config.station_ids}
         tasks = [asyncio.create_task(st.run(), name=f"{sid}-connection") for sid, st in self._stations.items()]
         tasks.append(asyncio.create_task(self._tick(), name="simulator-tick"))
         scenario = self.config.scenario
@@ -164,6 +170,8 @@ class Simulator:
             logger.warning("EV %d cannot plug into %s/%d: the connector is taken", number, spec.station_id,
                            spec.connector_id)
             return
+        if spec.depart_offset_s is not None:
+            station.connectors[spec.connector_id].departure = self.clock.at_offset(spec.depart_offset_s)
         starter: asyncio.Task[int | None] | None = None
         if spec.auto_start:
             starter = station.spawn(station.run_session(spec.connector_id, authorize=True), f"ev-{number}-start")
@@ -203,6 +211,10 @@ class Simulator:
         """Every profile received so far (optionally of one station), oldest first."""
         with self._lock:
             return [e for e in self._profiles if station_id is None or e.station_id == station_id]
+
+    def ocpp_version(self, station_id: str) -> str:
+        """The OCPP version a station speaks (``1.6`` or ``2.0.1``)."""
+        return self.config.ocpp_version_of(station_id)
 
     def frames(self, station_id: str | None = None) -> list[Frame]:
         """The websocket frames kept so far (``config.frame_log_size`` newest), oldest first."""

@@ -27,6 +27,7 @@ from ocpp.exceptions import (
     PropertyConstraintViolationError,
     ProtocolError,
     TypeConstraintViolationError,
+    UnknownCallErrorCodeError,
 )
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
@@ -61,6 +62,11 @@ logger = logging.getLogger(__name__)
 _SUBPROTOCOL = "ocpp1.6"
 #: Simulated seconds per integration step: fine enough for the taper above 80 % SoC.
 _STEP_S = 1.0
+#: Backoff of a transaction message the CSMS did not take (simulated seconds, doubling).
+_TX_RETRY_INITIAL_S = 5.0
+_TX_RETRY_MAX_S = 120.0
+#: How often a supervised task is restarted before the station gives up on it.
+_MAX_RESTARTS = 20
 _CALL_ERRORS: dict[str, type[OCPPError]] = {
     "PropertyConstraintViolation": PropertyConstraintViolationError,
     "FormatViolation": FormatViolationError,
@@ -90,7 +96,12 @@ class _Connector:
     ev_number: int | None = None
     id_tag: str | None = None
     departs: bool = False
+    #: When the car leaves (simulated), if known: OCPP 2.0.1 reports it in NotifyEVChargingNeeds.
+    departure: dt.datetime | None = None
     transaction_id: int | None = None
+    #: The transaction is being started (its Start message is out): the car already draws, as on a
+    #: real charger, so the energy counts from the start's timestamp whatever the CSMS's latency.
+    starting: bool = False
     tx_start: dt.datetime | None = None
     meter_start_wh: int = 0
     stopping: bool = False
@@ -206,6 +217,11 @@ class _Client(ChargePoint):
 class Station:
     """One charge point: connects (with backoff), boots, reports, runs its cars' sessions."""
 
+    #: The websocket subprotocol (and OCPP version) this station speaks.
+    subprotocol = _SUBPROTOCOL
+    #: Its OCPP version for schema validation.
+    ocpp_version = "1.6"
+
     def __init__(self, station_id: str, config: SimulatorConfig, clock: SimClock, hooks: _Hooks) -> None:
         self.station_id = station_id
         self.config = config
@@ -230,6 +246,8 @@ class Station:
         self._ready = asyncio.Event()
         self._last_advance = clock.now()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: How many times a supervised task of this station was restarted after failing.
+        self.restarts = 0
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -244,6 +262,32 @@ class Station:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("%s: task %s failed", self.station_id, task.get_name(), exc_info=task.exception())
+
+    def supervise(self, factory: Callable[[], Coroutine[Any, Any, Any]], name: str) -> asyncio.Task[Any]:
+        """Run ``factory()`` as a station task that is restarted (and logged) whenever it fails.
+
+        A task that returns ends; one that raises is started again after a short backoff, up to
+        :data:`_MAX_RESTARTS` times (a charger's firmware keeps its metering alive the same way).
+        """
+
+        async def keeper() -> None:
+            restarts = 0
+            while True:
+                try:
+                    await factory()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    restarts += 1
+                    self.restarts += 1
+                    if restarts > _MAX_RESTARTS:
+                        logger.exception("%s: task %s failed %d times; giving up", self.station_id, name, restarts)
+                        return
+                    logger.exception("%s: task %s failed; restarting it (%d)", self.station_id, name, restarts)
+                await self.clock.sleep(min(60.0, 2.0**restarts))
+
+        return self.spawn(keeper(), name)
 
     def record(self, direction: str, text: str, action: str | None) -> None:
         """Keep a frame in the simulator's frame log."""
@@ -293,7 +337,7 @@ class Station:
         for c in self.connectors.values():
             c.limit = composite_limit(profiles, c.connector_id, pnow, self._tx(c), voltage=cfg.voltage,
                                       phases=cfg.phases)
-            if c.transaction_id is None or c.battery is None or c.stopping:
+            if (c.transaction_id is None and not c.starting) or c.battery is None or c.stopping:
                 continue
             offer = cfg.evse_max_w
             for bound in (c.limit.tx_limit_w, c.limit.station_cap_w):
@@ -304,8 +348,8 @@ class Station:
         shares = allocate_power(desired, self.station_limit_w)
         for c in self.connectors.values():
             c.power_w = shares.get(c.connector_id, 0.0)
-            if c.connector_id not in offered:
-                continue
+            if c.connector_id not in offered or c.transaction_id is None:
+                continue  # a starting transaction keeps its Preparing status until it is confirmed
             if offered[c.connector_id] <= 0:
                 status = "SuspendedEVSE"
             elif c.battery is not None and c.battery.acceptance_kw() <= 0:
@@ -378,11 +422,13 @@ class Station:
             attempt += 1
             try:
                 async with connect(
-                    self.url, subprotocols=[Subprotocol(_SUBPROTOCOL)], open_timeout=10, close_timeout=2
+                    self.url, subprotocols=[Subprotocol(self.subprotocol)], open_timeout=10, close_timeout=2
                 ) as ws:
-                    if ws.subprotocol != _SUBPROTOCOL:
+                    if ws.subprotocol != self.subprotocol:
                         # CitrineOS leaves such a socket open and silent (e.g. its 2.0.1 port): give up on it.
-                        raise ConnectionError(f"the server did not agree to subprotocol {_SUBPROTOCOL} (wrong port?)")
+                        raise ConnectionError(
+                            f"the server did not agree to subprotocol {self.subprotocol} (wrong port?)"
+                        )
                     logger.info("%s: connected to %s", self.station_id, self.url)
                     attempt = 0
                     delay = self.config.reconnect_initial_s
@@ -396,8 +442,11 @@ class Station:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.reconnect_max_s)
 
+    def _make_client(self, ws: ClientConnection) -> _Client:
+        return _Client(self, ws)
+
     async def _serve(self, ws: ClientConnection) -> None:
-        client = _Client(self, ws)
+        client = self._make_client(ws)
         with self._lock:
             self._client = client
             self._connection = ws
@@ -442,7 +491,6 @@ class Station:
             await asyncio.sleep(retry)
         interval = self.config.heartbeat_interval_s or (result.interval if result.interval > 0 else 60)
         with self._lock:
-            self.booted = True
             self._online.set()
             self.advance(self.clock.now())
         logger.info("%s: BootNotification accepted, heartbeat every %g s", self.station_id, interval)
@@ -450,6 +498,9 @@ class Station:
                                                  timestamp=iso_ms(self.clock.now())))
         for c in self.connectors.values():
             await self._sync_status(c)
+        with self._lock:
+            # Booted once the first statuses are out too: a car plugged in from now on follows them.
+            self.booted = True
         self._ready.set()
         while True:
             await asyncio.sleep(interval)
@@ -480,6 +531,11 @@ class Station:
         except OCPPError as exc:
             logger.warning("%s: %s answered with CALLERROR %s: %s", self.station_id, name,
                            type(exc).__name__, exc.description)
+        except UnknownCallErrorCodeError as exc:
+            # CitrineOS answers OCPP 1.6 stations with 2.0.1 codes (RpcFrameworkError "Call already
+            # in progress"): the call failed like any other.
+            logger.warning("%s: %s answered with a CALLERROR code this OCPP version does not define (%s)",
+                           self.station_id, name, exc)
         except TimeoutError:
             logger.warning("%s: no answer to %s within %g s", self.station_id, name, self.config.response_timeout_s)
         except websockets.exceptions.ConnectionClosed:
@@ -558,15 +614,41 @@ class Station:
             now = self.clock.now()
             self.advance(now)
             c.meter_start_wh = math.floor(c.energy_wh)
-        result = await self._call(
-            call.StartTransaction(connector_id=connector_id, id_tag=id_tag, meter_start=c.meter_start_wh,
-                                  timestamp=iso_ms(now)),
-            wait_online=True,
-        )
+            c.starting = True
+            self._recompute(now)
+        try:
+            result = await self._start_transaction(c, connector_id, id_tag, now)
+        finally:
+            with self._lock:
+                self.advance(self.clock.now())
+                c.starting = False
         if result is None:
-            logger.error("%s: StartTransaction failed; the car waits plugged in", c.tag(self.station_id))
-            return None
+            return c.transaction_id
         transaction_id = int(result.transaction_id)
+        return await self._after_start(c, connector_id, transaction_id, result, now, id_tag)
+
+    async def _start_transaction(self, c: _Connector, connector_id: int, id_tag: str, now: dt.datetime) -> Any:
+        """StartTransaction, retried with backoff until answered; None when the car left meanwhile."""
+        delay = _TX_RETRY_INITIAL_S
+        while True:
+            result = await self._call(
+                call.StartTransaction(connector_id=connector_id, id_tag=id_tag, meter_start=c.meter_start_wh,
+                                      timestamp=iso_ms(now)),
+                wait_online=True,
+            )
+            if result is not None:
+                return result
+            # A charger keeps a transaction message until the CSMS takes it (TransactionMessageAttempts).
+            logger.error("%s: StartTransaction failed; retrying in %.0f s (simulated)", c.tag(self.station_id),
+                         delay)
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, _TX_RETRY_MAX_S)
+            with self._lock:
+                if c.battery is None or c.transaction_id is not None:
+                    return None  # the car left (or another start won) meanwhile
+
+    async def _after_start(self, c: _Connector, connector_id: int, transaction_id: int, result: Any,
+                           now: dt.datetime, id_tag: str) -> int | None:
         accepted = result.id_tag_info.get("status") == "Accepted"
         with self._lock:
             c.transaction_id = transaction_id
@@ -585,7 +667,8 @@ class Station:
         logger.info("%s: transaction %d started (idTag %s), drawing %.2f kW", c.tag(self.station_id), transaction_id,
                     id_tag, power / 1000)
         await self._sync_status(c)
-        c.meter_task = self.spawn(self._meter_loop(c, transaction_id), f"{self.station_id}-{connector_id}-meter")
+        c.meter_task = self.supervise(lambda: self._meter_loop(c, transaction_id),
+                                      f"{self.station_id}-{connector_id}-meter")
         return transaction_id
 
     async def _meter_loop(self, c: _Connector, transaction_id: int) -> None:
@@ -672,6 +755,7 @@ class Station:
             c.ev_number = None
             c.id_tag = None
             c.departs = False
+            c.departure = None
             c.pending_profile = None
             c.status = "Available"
         if number is not None:

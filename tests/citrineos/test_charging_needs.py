@@ -31,6 +31,7 @@ from optivgi.models.ev import EV, ChargingRateUnit
 from optivgi_citrineos.config import CitrineOSConfig
 from optivgi_citrineos.listener import AmqpEvent
 from optivgi_citrineos.needs import ChargingNeeds, ChargingNeedsStore, parse_charging_needs
+from optivgi_citrineos.sessions import build_ev
 from optivgi_citrineos.translation import CitrineOSTranslation, SessionRow
 
 NOW = datetime(2026, 11, 24, 0, 20, 15, tzinfo=UTC)
@@ -260,12 +261,12 @@ ROW = SessionRow(station_id="ST-01", transaction_id="7", connector_id=1, start_t
 
 def test_needs_override_the_configuration_and_are_clamped_to_a_configured_max() -> None:
     t = offline_translation()
-    before = t._build_ev(ROW, NOW)
+    before = build_ev(t.config, ROW, NOW, t.charging_needs)
     assert (before.energy, before.max_power, before.min_power) == (pytest.approx(7.5), 7.2, 0.5)  # configured
     assert before.departure_time == NOW + timedelta(hours=8)  # horizon end
 
     t._on_event(event("ST-01", "NotifyEVChargingNeeds", needs_payload()))
-    ev = t._build_ev(ROW, NOW)
+    ev = build_ev(t.config, ROW, NOW, t.charging_needs)
     assert ev.departure_time == datetime(2026, 11, 24, 3, 20, 15, tzinfo=UTC)
     assert ev.energy == pytest.approx(27.5)  # 30 kWh asked for, 2.5 kWh already delivered
     assert ev.max_power == pytest.approx(7.68)  # 32 A × 240 V: only the built-in 7.2 kW default was there
@@ -274,11 +275,11 @@ def test_needs_override_the_configuration_and_are_clamped_to_a_configured_max() 
 
     clamped = offline_translation(CONN_01_MAX_POWER_KW="3.6")
     clamped._on_event(event("ST-01", "NotifyEVChargingNeeds", needs_payload()))
-    ev = clamped._build_ev(ROW, NOW)
+    ev = build_ev(clamped.config, ROW, NOW, clamped.charging_needs)
     assert (ev.max_power, ev.min_power) == (3.6, pytest.approx(1.44))  # never above the configured max
     small = offline_translation(CONN_01_MAX_POWER_KW="1")
     small._on_event(event("ST-01", "NotifyEVChargingNeeds", needs_payload()))
-    ev = small._build_ev(ROW, NOW)
+    ev = build_ev(small.config, ROW, NOW, small.charging_needs)
     assert (ev.max_power, ev.min_power) == (1.0, 1.0)  # the car's minimum cannot exceed the maximum
 
 
@@ -286,7 +287,7 @@ def test_a_three_phase_car_carries_its_phases_and_energy_never_goes_negative() -
     t = offline_translation(CONN_01_MAX_POWER_KW="22")
     t._on_event(event("ST-01", "NotifyEVChargingNeeds",
                       needs_payload(requestedEnergyTransfer="AC_three_phase", evMaxCurrent=16, energyAmount=2000)))
-    ev = t._build_ev(ROW, NOW)
+    ev = build_ev(t.config, ROW, NOW, t.charging_needs)
     assert (ev.phases, ev.max_power, ev.energy) == (3, pytest.approx(11.52), 0.0)
 
 
@@ -294,7 +295,7 @@ def test_a_departure_that_passed_since_falls_back_to_the_configured_one() -> Non
     t = offline_translation()
     t._on_event(event("ST-01", "NotifyEVChargingNeeds", needs_payload()))
     later = NOW + timedelta(hours=4)
-    ev = t._build_ev(ROW, later)
+    ev = build_ev(t.config, ROW, later, t.charging_needs)
     assert ev.departure_time == later + timedelta(hours=8)
     assert ev.energy == pytest.approx(27.5)
 
@@ -305,7 +306,7 @@ def test_a_transaction_event_ended_drops_the_needs_of_its_evse() -> None:
     t._on_event(event("ST-01", "TransactionEvent", {"eventType": "Ended", "evse": {"id": 1},
                                                       "transactionInfo": {"transactionId": "abc"}}))
     assert t.charging_needs.peek("ST-01", 1) is None
-    assert t._build_ev(ROW, NOW).energy == pytest.approx(7.5)
+    assert build_ev(t.config, ROW, NOW, t.charging_needs).energy == pytest.approx(7.5)
 
 
 # -- end to end: the double, RabbitMQ, the translation ----------------------------------------

@@ -13,6 +13,7 @@ from optivgi.config import Settings
 from optivgi.errors import ConfigurationError
 from optivgi.models.ev import ChargingRateUnit
 from optivgi_citrineos.config import CitrineOSConfig, group_variable
+from optivgi_citrineos.sessions import build_ev
 from optivgi_citrineos.sitefile import SiteFile, resolve_after, resolve_before
 from optivgi_citrineos.translation import CitrineOSTranslation, SessionRow, delivered_energy_wh
 
@@ -33,7 +34,7 @@ def test_defaults_and_urls() -> None:
     cfg = CitrineOSConfig.from_settings(settings(HASURA_ADMIN_SECRET="s3cret", AMQP_URL="amqp://u:pw@rabbit:5672/"))
     assert cfg.api_url == "http://citrineos:8080"
     assert cfg.graphql_url == "http://graphql-engine:8080/v1/graphql"
-    assert (cfg.tenant_id, cfg.stack_level, cfg.profile_id_base, cfg.answer_timeout_s) == (1, 1, 9000, 5.0)
+    assert (cfg.tenant_id, cfg.stack_level, cfg.profile_id_base, cfg.answer_timeout_s) == (1, 1, 9000, 30.0)
     assert cfg.groups == {"default": ("ST-01", "ST-02", "ST-03")}
     described = json.dumps(cfg.describe())
     assert "s3cret" not in described and "pw@" not in described and "u:***@rabbit" in described
@@ -252,12 +253,13 @@ def test_departure_and_arrival_from_configuration() -> None:
         meter_start_wh=1000.0,
         sampled_values=({"value": 3000, "measurand": "Energy.Active.Import.Register"},),
     )
-    ev = t._build_ev(row, now)
+    ev = build_ev(t.config, row, now, t.charging_needs)
     assert (ev.ev_id, ev.transaction_id, ev.energy) == ("ST-01:5", "5", pytest.approx(28.0))
     assert ev.departure_time == datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
     # ST-02's planned departure (12:00 after a 06:00 arrival) has passed: the horizon end stands in.
-    late = t._build_ev(SessionRow("ST-02", "1", 1), now)
+    late = build_ev(t.config, SessionRow("ST-02", "1", 1), now, t.charging_needs)
     assert late.arrival_time == datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
     assert late.departure_time == now + timedelta(hours=8)
     # Unknown departure: the horizon end.
-    assert t._build_ev(SessionRow("ST-03", "1", 1, start_time=now), now).departure_time == now + timedelta(hours=8)
+    third = build_ev(t.config, SessionRow("ST-03", "1", 1, start_time=now), now, t.charging_needs)
+    assert third.departure_time == now + timedelta(hours=8)

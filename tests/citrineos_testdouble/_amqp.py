@@ -37,6 +37,7 @@ def charger_message(
     tenant_id: int,
     timestamp: str,
     payload: Any,
+    protocol: str = "ocpp1.6",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Headers and body of a request, or of a charger's answer (plain keys)."""
     context = _context(station_id, correlation_id, tenant_id, timestamp)
@@ -46,7 +47,7 @@ def charger_message(
         "action": action,
         "context": context,
         "state": state,
-        "protocol": "ocpp1.6",
+        "protocol": protocol,
         "payload": payload,
     }
     return _headers(origin, event_group, action, state, context), body
@@ -60,6 +61,7 @@ def csms_answer(
     tenant_id: int,
     timestamp: str,
     payload: Any,
+    protocol: str = "ocpp1.6",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Headers and body of CitrineOS's own answer to a charger (keys with a leading underscore)."""
     context = _context(station_id, correlation_id, tenant_id, timestamp)
@@ -70,7 +72,7 @@ def csms_answer(
         "_state": 2,
         "_context": context,
         "_payload": payload,
-        "_protocol": "ocpp1.6",
+        "_protocol": protocol,
     }
     return _headers("csms", "router", action, 2, context), body
 

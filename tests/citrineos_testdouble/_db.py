@@ -25,340 +25,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Json
 
 from citrineos_testdouble._jsonutil import js_dumps, js_number, js_value, now_utc, parse_iso
+from citrineos_testdouble._tables import TABLE_NAMES, ddl
+
+__all__ = ["TABLE_NAMES", "DatabaseUnavailableError", "Store"]
 
 logger = logging.getLogger(__name__)
-
-_TS = "timestamp with time zone"
-
-# (table, [(column, type/default/constraint)], [table constraints]) in creation order.
-_TABLES: list[tuple[str, list[tuple[str, str]], list[str]]] = [
-    (
-        "ChargingStations",
-        [
-            ("id", "character varying(36) NOT NULL"),
-            ("isOnline", "boolean"),
-            ("protocol", "character varying(255)"),
-            ("chargePointVendor", "character varying(20)"),
-            ("chargePointModel", "character varying(20)"),
-            ("chargePointSerialNumber", "character varying(25)"),
-            ("chargeBoxSerialNumber", "character varying(25)"),
-            ("firmwareVersion", "character varying(50)"),
-            ("iccid", "character varying(20)"),
-            ("imsi", "character varying(20)"),
-            ("meterType", "character varying(25)"),
-            ("meterSerialNumber", "character varying(25)"),
-            ("locationId", "integer"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-            ("coordinates", "jsonb"),
-            ("floorLevel", "character varying(255)"),
-            ("parkingRestrictions", "jsonb"),
-            ("capabilities", "jsonb"),
-            ("use16StatusNotification0", "boolean NOT NULL DEFAULT true"),
-            ("latestOcppMessageTimestamp", _TS),
-        ],
-        ['PRIMARY KEY ("id")'],
-    ),
-    (
-        "Boots",
-        [
-            ("id", "character varying(255) NOT NULL"),
-            ("lastBootTime", _TS),
-            ("heartbeatInterval", "integer"),
-            ("bootRetryInterval", "integer"),
-            ("status", "character varying(255)"),
-            ("statusInfo", "json"),
-            ("getBaseReportOnPending", "boolean"),
-            ("variablesRejectedOnLastBoot", "json"),
-            ("bootWithRejectedVariables", "boolean"),
-            ("changeConfigurationsOnPending", "boolean"),
-            ("getConfigurationsOnPending", "boolean"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-        ],
-        ['PRIMARY KEY ("id")'],
-    ),
-    (
-        "Authorizations",
-        [
-            ("id", "serial"),
-            ("allowedConnectorTypes", "character varying(255)[]"),
-            ("disallowedEvseIdPrefixes", "character varying(255)[]"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-            ("concurrentTransaction", "boolean DEFAULT false"),
-            ("realTimeAuth", "character varying(255) NOT NULL DEFAULT 'Never'"),
-            ("realTimeAuthUrl", "character varying(255)"),
-            ("idToken", "{citext} NOT NULL"),
-            ("idTokenType", "character varying(255)"),
-            ("additionalInfo", "jsonb"),
-            ("status", "character varying(255) NOT NULL DEFAULT 'Accepted'"),
-            ("cacheExpiryDateTime", _TS),
-            ("chargingPriority", "integer"),
-            ("language1", "character varying(255)"),
-            ("language2", "character varying(255)"),
-            ("personalMessage", "json"),
-            ("customData", "jsonb"),
-            ("groupAuthorizationId", "integer"),
-            ("tenantPartnerId", "integer"),
-            ("realTimeAuthLastAttempt", "jsonb"),
-            ("realTimeAuthTimeout", "integer"),
-        ],
-        [
-            'PRIMARY KEY ("id")',
-            'CONSTRAINT "idToken_type" UNIQUE ("idToken", "idTokenType")',
-            'FOREIGN KEY ("groupAuthorizationId") REFERENCES "Authorizations"(id) ON DELETE SET NULL',
-        ],
-    ),
-    (
-        "Connectors",
-        [
-            ("id", "serial"),
-            ("stationId", "character varying(255) NOT NULL"),
-            ("connectorId", "integer"),
-            ("status", "character varying(255) DEFAULT 'Unknown'"),
-            ("errorCode", "character varying(255) DEFAULT 'NoError'"),
-            ("timestamp", _TS),
-            ("info", "character varying(255)"),
-            ("vendorId", "character varying(255)"),
-            ("vendorErrorCode", "character varying(255)"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-            ("evseId", "integer"),
-            ("evseTypeConnectorId", "integer"),
-            ("type", "character varying(255)"),
-            ("format", "character varying(255)"),
-            ("powerType", "character varying(255)"),
-            ("maximumAmperage", "integer"),
-            ("maximumVoltage", "integer"),
-            ("maximumPowerWatts", "integer"),
-            ("termsAndConditionsUrl", "character varying(255)"),
-        ],
-        [
-            'PRIMARY KEY ("id")',
-            'UNIQUE ("stationId", "connectorId")',
-            'FOREIGN KEY ("stationId") REFERENCES "ChargingStations"(id) ON UPDATE CASCADE ON DELETE CASCADE',
-        ],
-    ),
-    (
-        "Transactions",
-        [
-            ("id", "serial"),
-            ("stationId", "character varying(255)"),
-            ("transactionId", "character varying(255)"),
-            ("isActive", "boolean"),
-            ("chargingState", "character varying(255)"),
-            ("timeSpentCharging", "bigint"),
-            ("totalKwh", "numeric"),
-            ("stoppedReason", "character varying(255)"),
-            ("remoteStartId", "integer"),
-            ("totalCost", "numeric"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-            ("locationId", "integer"),
-            ("evseId", "integer"),
-            ("connectorId", "integer"),
-            ("authorizationId", "integer"),
-            ("tariffId", "integer"),
-            ("startTime", _TS),
-            ("endTime", _TS),
-            ("customData", "jsonb"),
-            ("meterStart", "numeric"),
-        ],
-        [
-            'PRIMARY KEY ("id")',
-            'UNIQUE ("stationId", "transactionId")',
-            'FOREIGN KEY ("stationId") REFERENCES "ChargingStations"(id) ON UPDATE CASCADE',
-            'FOREIGN KEY ("connectorId") REFERENCES "Connectors"(id) ON UPDATE CASCADE ON DELETE SET NULL',
-            'FOREIGN KEY ("authorizationId") REFERENCES "Authorizations"(id) ON UPDATE CASCADE ON DELETE SET NULL',
-        ],
-    ),
-    (
-        "MeterValues",
-        [
-            ("id", "serial"),
-            ("transactionEventId", "integer"),
-            ("transactionDatabaseId", "integer"),
-            ("stopTransactionDatabaseId", "integer"),
-            ("sampledValue", "json"),
-            ("timestamp", _TS),
-            ("connectorId", "integer"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-            ("customData", "jsonb"),
-            ("tariffId", "integer"),
-            ("transactionId", "character varying(255)"),
-        ],
-        [
-            'PRIMARY KEY ("id")',
-            'FOREIGN KEY ("transactionDatabaseId") REFERENCES "Transactions"(id) ON UPDATE CASCADE ON DELETE CASCADE',
-        ],
-    ),
-    (
-        "StatusNotifications",
-        [
-            ("id", "serial"),
-            ("timestamp", _TS),
-            ("connectorStatus", "character varying(255)"),
-            ("evseId", "integer"),
-            ("connectorId", "integer"),
-            ("errorCode", "character varying(255)"),
-            ("info", "character varying(255)"),
-            ("vendorId", "character varying(255)"),
-            ("vendorErrorCode", "character varying(255)"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("stationId", "character varying(36)"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-        ],
-        [
-            'PRIMARY KEY ("id")',
-            'FOREIGN KEY ("stationId") REFERENCES "ChargingStations"(id) ON UPDATE CASCADE ON DELETE SET NULL',
-        ],
-    ),
-    (
-        "LatestStatusNotifications",
-        [
-            ("id", "serial"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("stationId", "character varying(36)"),
-            ("statusNotificationId", "integer"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-        ],
-        [
-            'PRIMARY KEY ("id")',
-            'FOREIGN KEY ("stationId") REFERENCES "ChargingStations"(id) ON UPDATE CASCADE ON DELETE SET NULL',
-            'FOREIGN KEY ("statusNotificationId") REFERENCES "StatusNotifications"(id) ON UPDATE CASCADE '
-            "ON DELETE SET NULL",
-        ],
-    ),
-    (
-        "ChargingProfiles",
-        [
-            ("databaseId", "serial"),
-            ("stationId", "character varying(255)"),
-            ("id", "integer"),
-            ("chargingProfileKind", "character varying(255)"),
-            ("chargingProfilePurpose", "character varying(255)"),
-            ("recurrencyKind", "character varying(255)"),
-            ("stackLevel", "integer"),
-            ("validFrom", _TS),
-            ("validTo", _TS),
-            ("evseId", "integer"),
-            ("isActive", "boolean DEFAULT false"),
-            ("chargingLimitSource", "character varying(255) DEFAULT 'CSO'"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("transactionDatabaseId", "integer"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-        ],
-        [
-            'PRIMARY KEY ("databaseId")',
-            'UNIQUE ("stationId", "id")',
-            'FOREIGN KEY ("transactionDatabaseId") REFERENCES "Transactions"(id) ON UPDATE CASCADE ON DELETE SET NULL',
-        ],
-    ),
-    (
-        "ChargingSchedules",
-        [
-            ("databaseId", "serial"),
-            ("id", "integer"),
-            ("stationId", "character varying(255)"),
-            ("chargingRateUnit", "character varying(255)"),
-            ("chargingSchedulePeriod", "jsonb"),
-            ("duration", "integer"),
-            ("minChargingRate", "numeric"),
-            ("startSchedule", "character varying(255)"),
-            ("timeBase", _TS),
-            ("chargingProfileDatabaseId", "integer"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-        ],
-        [
-            'PRIMARY KEY ("databaseId")',
-            'UNIQUE ("id", "stationId")',
-            'FOREIGN KEY ("chargingProfileDatabaseId") REFERENCES "ChargingProfiles"("databaseId") '
-            "ON UPDATE CASCADE ON DELETE CASCADE",
-        ],
-    ),
-    (
-        "OCPPMessages",
-        [
-            ("id", "serial"),
-            ("stationId", "character varying(255)"),
-            ("correlationId", "character varying(255)"),
-            ("origin", "character varying(255)"),
-            ("protocol", "character varying(255)"),
-            ("action", "character varying(255)"),
-            ("message", "jsonb"),
-            ("timestamp", _TS),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-            ("state", "character varying(255)"),
-            ("requestMessageId", "integer"),
-        ],
-        ['PRIMARY KEY ("id")'],
-    ),
-    (
-        "ChargingStationSequences",
-        [
-            ("id", "serial"),
-            ("stationId", "character varying(36) NOT NULL"),
-            ("type", "character varying(255) NOT NULL"),
-            ("value", "bigint NOT NULL DEFAULT 0"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-        ],
-        [
-            'PRIMARY KEY ("id")',
-            'UNIQUE ("stationId", "type")',
-            'FOREIGN KEY ("stationId") REFERENCES "ChargingStations"(id) ON UPDATE CASCADE',
-        ],
-    ),
-    (
-        "Subscriptions",
-        [
-            ("id", "serial"),
-            ("stationId", "character varying(255)"),
-            ("onConnect", "boolean DEFAULT false"),
-            ("onClose", "boolean DEFAULT false"),
-            ("onMessage", "boolean DEFAULT false"),
-            ("sentMessage", "boolean DEFAULT false"),
-            ("messageRegexFilter", "character varying(255)"),
-            ("url", "character varying(255)"),
-            ("createdAt", f"{_TS} NOT NULL"),
-            ("updatedAt", f"{_TS} NOT NULL"),
-            ("tenantId", "integer NOT NULL DEFAULT 1"),
-        ],
-        ['PRIMARY KEY ("id")'],
-    ),
-]
-
-#: The tables the double creates.
-TABLE_NAMES: tuple[str, ...] = tuple(name for name, _, _ in _TABLES)
 
 
 class DatabaseUnavailableError(RuntimeError):
     """PostgreSQL could not be reached or the schema could not be created."""
-
-
-def _ddl(citext_type: str) -> list[str]:
-    out = []
-    for name, columns, constraints in _TABLES:
-        parts = [f'"{col}" {decl.format(citext=citext_type)}' for col, decl in columns]
-        parts.extend(constraints)
-        out.append(f'CREATE TABLE "{name}" (\n  ' + ",\n  ".join(parts) + "\n)")
-    return out
 
 
 class Store:
@@ -398,7 +73,7 @@ class Store:
         await self.conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
         await self.conn.execute("SET TIME ZONE 'UTC'")
         async with self.conn.transaction():
-            for statement in _ddl(citext):
+            for statement in ddl(citext):
                 await self.conn.execute(statement.encode())
 
     async def _has_citext(self) -> bool:
@@ -469,14 +144,14 @@ class Store:
     async def station_exists(self, station_id: str) -> bool:
         return await self._one('SELECT 1 FROM "ChargingStations" WHERE id = %s', (station_id,)) is not None
 
-    async def set_online(self, station_id: str, online: bool) -> None:
+    async def set_online(self, station_id: str, online: bool, protocol: str = "ocpp1.6") -> None:
         """Mark a known station on/offline. An unknown station is left alone (no row is created)."""
         now = now_utc()
         if online:
             await self._exec(
                 'UPDATE "ChargingStations" SET "isOnline" = true, protocol = %s, "updatedAt" = %s '
                 'WHERE id = %s AND "tenantId" = %s',
-                ("ocpp1.6", now, station_id, self.tenant_id),
+                (protocol, now, station_id, self.tenant_id),
             )
         else:
             await self._exec(
@@ -810,6 +485,7 @@ class Store:
         state: int,
         message: Any,
         when: dt.datetime,
+        protocol: str = "ocpp1.6",
     ) -> None:
         await self._exec(
             'INSERT INTO "OCPPMessages" ("stationId", "correlationId", origin, protocol, action, message, '
@@ -819,7 +495,7 @@ class Store:
                 station_id,
                 correlation_id,
                 origin,
-                "ocpp1.6",
+                protocol,
                 action,
                 Json(message),
                 when,

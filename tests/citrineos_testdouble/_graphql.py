@@ -43,6 +43,8 @@ SELECT coalesce(json_agg(q.x ORDER BY q.s, q.t), '[]'::json) AS result FROM (
     'meterStart', t."meterStart",
     'Connector', (SELECT json_build_object('id', c.id, 'connectorId', c."connectorId")
                   FROM "Connectors" c WHERE c.id = t."connectorId"),
+    'Evse', (SELECT json_build_object('id', e.id, 'evseTypeId', e."evseTypeId")
+             FROM "Evses" e WHERE e.id = t."evseId"),
     'Authorization', (SELECT json_build_object('idToken', a."idToken")
                       FROM "Authorizations" a WHERE a.id = t."authorizationId"),
     'MeterValues', coalesce((
@@ -55,7 +57,7 @@ SELECT coalesce(json_agg(q.x ORDER BY q.s, q.t), '[]'::json) AS result FROM (
           'isOnline', cs."isOnline",
           'LatestStatusNotifications', coalesce((
               SELECT json_agg(json_build_object('StatusNotification', (
-                  SELECT json_build_object('connectorId', sn."connectorId",
+                  SELECT json_build_object('evseId', sn."evseId", 'connectorId', sn."connectorId",
                                            'connectorStatus', sn."connectorStatus",
                                            'timestamp', sn."timestamp")
                   FROM "StatusNotifications" sn WHERE sn.id = l."statusNotificationId")) ORDER BY l.id)

@@ -58,6 +58,38 @@ class OutgoingCall:
 
 
 @dataclass
+class RequestFaults:
+    """CALLERRORs to answer charger requests with, for tests (``CitrineOSDouble.fail_requests``).
+
+    Each rule answers the next ``count`` requests of ``action`` from ``station_id`` (None: every
+    station) with CALLERROR ``code``; a count of None answers every such request until cleared.
+    """
+
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    injected: int = 0
+
+    def add(self, station_id: str | None, action: str, count: int | None, code: str, description: str) -> None:
+        self.rules.append(
+            {"station": station_id, "action": action, "count": count, "code": code, "description": description}
+        )
+
+    def take(self, station_id: str, action: str) -> tuple[str, str] | None:
+        for rule in self.rules:
+            if rule["action"] != action or rule["station"] not in (None, station_id):
+                continue
+            if rule["count"] is not None:
+                if rule["count"] <= 0:
+                    continue
+                rule["count"] -= 1
+            self.injected += 1
+            return str(rule["code"]), str(rule["description"])
+        return None
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+
+@dataclass
 class _Incoming:
     action: str
     timestamp: str
@@ -67,6 +99,9 @@ class _Incoming:
 
 class StationSession(ChargePoint):
     """One connected OCPP 1.6J charge point."""
+
+    #: The protocol CitrineOS names in OCPPMessages, RabbitMQ bodies and webhooks.
+    protocol = "ocpp1.6"
 
     def __init__(self, core: _Core, station_id: str, connection: ServerConnection) -> None:
         super().__init__(station_id, connection, response_timeout=core.config.max_call_length_s)
@@ -113,6 +148,17 @@ class StationSession(ChargePoint):
         """Queue a CSMS call; it is sent when the station's slot is free."""
         self._outbox.put_nowait(call)
 
+    # --- records of this protocol ----------------------------------------------------------------
+
+    async def _log_message(self, *args: Any) -> None:
+        await self.core.store.log_message(*args, protocol=self.protocol)
+
+    def _charger_message(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        return charger_message(**kwargs, protocol=self.protocol)
+
+    def _csms_answer(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        return csms_answer(**kwargs, protocol=self.protocol)
+
     # --- frames from the charger ----------------------------------------------------------------
 
     async def _on_frame(self, text: str) -> None:
@@ -134,6 +180,10 @@ class StationSession(ChargePoint):
                 if self._expired_releases != expired_before:
                     await self._reject_busy(msg)
                     continue
+                injected = self.core.request_faults.take(self.station_id, msg.action)
+                if injected is not None:
+                    await self._reject_injected(msg, *injected)
+                    continue
                 try:
                     await self._handle_incoming(text, msg)
                 except Exception:
@@ -144,7 +194,15 @@ class StationSession(ChargePoint):
         frame = error.to_json()
         logger.error("%s: Error processing message %s: Call already in progress", self.station_id, msg)
         now = now_utc()
-        await self.core.store.log_message(self.station_id, msg.unique_id, "csms", msg.action, 2, json.loads(frame), now)
+        await self._log_message(self.station_id, msg.unique_id, "csms", msg.action, 2, json.loads(frame), now)
+        await self._send_frame(frame, msg.unique_id, msg.action, now)
+
+    async def _reject_injected(self, msg: Call, code: str, description: str) -> None:
+        # A fault injected by a test: answered like CitrineOS's busy CALLERROR, never published or stored.
+        logger.error("%s: Error processing message %s: %s (injected)", self.station_id, msg.action, description)
+        frame = CallError(msg.unique_id, code, description, {}).to_json()
+        now = now_utc()
+        await self._log_message(self.station_id, msg.unique_id, "csms", msg.action, 2, json.loads(frame), now)
         await self._send_frame(frame, msg.unique_id, msg.action, now)
 
     async def _handle_incoming(self, text: str, msg: Call) -> None:
@@ -160,9 +218,9 @@ class StationSession(ChargePoint):
             await self._send(msg.create_call_error(exc).to_json())
             self._incoming.pop(msg.unique_id, None)
             return
-        await self.core.store.log_message(self.station_id, msg.unique_id, "cs", msg.action, 1, json.loads(text), now)
+        await self._log_message(self.station_id, msg.unique_id, "cs", msg.action, 1, json.loads(text), now)
         await self.core.store.touch_station(self.station_id, now)
-        headers, body = charger_message(
+        headers, body = self._charger_message(
             origin="cs",
             event_group="router",
             action=msg.action,
@@ -191,9 +249,9 @@ class StationSession(ChargePoint):
         action = incoming.action if incoming is not None else "NoAction"
         now = now_utc()
         await self._send_frame(message, unique_id, action, now)
-        await self.core.store.log_message(self.station_id, unique_id, "csms", action, 2, parsed, now)
+        await self._log_message(self.station_id, unique_id, "csms", action, 2, parsed, now)
         if parsed[0] == MessageType.CallResult and incoming is not None:
-            headers, body = csms_answer(
+            headers, body = self._csms_answer(
                 action=action,
                 station_id=self.station_id,
                 correlation_id=unique_id,
@@ -222,7 +280,7 @@ class StationSession(ChargePoint):
                 self._pending[call.correlation_id] = call
                 frame = js_dumps([2, call.correlation_id, call.action, call.payload])
                 now = now_utc()
-                await self.core.store.log_message(
+                await self._log_message(
                     self.station_id, call.correlation_id, "csms", call.action, 1, json.loads(frame), now
                 )
                 await self._send_frame(frame, call.correlation_id, call.action, now)
@@ -246,17 +304,14 @@ class StationSession(ChargePoint):
             # CitrineOS no longer knows the call: it logs the frame under a fresh id and drops it.
             logger.error("%s: MessageId not found, call may have timed out: %s", self.station_id, text)
             fresh = str(uuid.uuid4())
-            await self.core.store.log_message(self.station_id, fresh, "cs", "NoAction", 2, text, now)
+            await self._log_message(self.station_id, fresh, "cs", "NoAction", 2, text, now)
             await self.core.webhook_message(self, "cs", text, fresh, "NoAction", now)
             return
         await self.core.webhook_message(self, "cs", text, call.correlation_id, call.action, now)
-        await self.core.store.log_message(
-            self.station_id, call.correlation_id, "cs", call.action, 2, json.loads(text), now
-        )
         if isinstance(msg, CallResult):
             stamp = iso_ms(now)
             assert stamp is not None
-            headers, body = charger_message(
+            headers, body = self._charger_message(
                 origin="cs",
                 event_group="router",
                 action=call.action,
@@ -281,6 +336,8 @@ class StationSession(ChargePoint):
             }
             call.answer = error
             self.core.callback(call, error)
+        # Logged once the rows it implies are written: a reader that sees the answer sees them too.
+        await self._log_message(self.station_id, call.correlation_id, "cs", call.action, 2, json.loads(text), now)
         if call.done is not None and not call.done.done():
             call.done.set_result(None)
 

@@ -264,6 +264,27 @@ SET_CHARGING_PROFILE_201: Schema = {
     "required": ["evseId", "chargingProfile"],
 }
 
+CLEAR_CHARGING_PROFILE_201: Schema = {
+    "type": "object",
+    "properties": {
+        "customData": {"type": "object"},
+        "chargingProfileId": {"type": "integer"},
+        "chargingProfileCriteria": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+
+GET_BASE_REPORT_201: Schema = {
+    "type": "object",
+    "properties": {
+        "customData": {"type": "object"},
+        "requestId": {"type": "integer"},
+        "reportBase": {"type": "string", "enum": ["ConfigurationInventory", "FullInventory", "SummaryInventory"]},
+    },
+    "additionalProperties": False,
+    "required": ["requestId", "reportBase"],
+}
+
 CREATE_SUBSCRIPTION: Schema = {
     "type": "object",
     "properties": {

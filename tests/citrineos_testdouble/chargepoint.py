@@ -98,8 +98,8 @@ def default_profile_answer(payload: dict[str, Any]) -> ProfileAnswer:
     return ProfileAnswer.accepted()
 
 
-def _now() -> str:
-    now = dt.datetime.now(dt.UTC)
+def _now(clock: Callable[[], dt.datetime] | None = None) -> str:
+    now = clock() if clock is not None else dt.datetime.now(dt.UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
@@ -232,6 +232,8 @@ class TestChargePoint:
         self.transaction_id: int | None = None
         self.received: list[Received] = []
         self.meter = _MeterState()
+        #: The charger's clock for the timestamps it sends (None: the wall clock).
+        self.clock: Callable[[], dt.datetime] | None = None
         self._client: _Client | None = None
         self._connection: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -316,7 +318,7 @@ class TestChargePoint:
                 connector_id=self.connector_id if connector_id is None else connector_id,
                 error_code=error_code,
                 status=status,
-                timestamp=_now(),
+                timestamp=_now(self.clock),
             )
         )
 
@@ -332,7 +334,7 @@ class TestChargePoint:
                 connector_id=self.connector_id,
                 id_tag=id_tag or self.id_tag,
                 meter_start=meter_start_wh,
-                timestamp=_now(),
+                timestamp=_now(self.clock),
             )
         )
         self.transaction_id = int(result.transaction_id)
@@ -405,7 +407,7 @@ class TestChargePoint:
         await self._call(
             call.MeterValues(
                 connector_id=self.connector_id,
-                meter_value=[{"timestamp": _now(), "sampledValue": samples}],
+                meter_value=[{"timestamp": _now(self.clock), "sampledValue": samples}],
                 transaction_id=tx,
             )
         )
@@ -420,7 +422,7 @@ class TestChargePoint:
         await self._call(
             call.StopTransaction(
                 meter_stop=meter_stop,
-                timestamp=_now(),
+                timestamp=_now(self.clock),
                 transaction_id=self.transaction_id,
                 reason=reason,
                 id_tag=self.id_tag,

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import json
 import logging
 import os
 import threading
@@ -23,15 +21,14 @@ import time
 import uuid
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from citrineos_testdouble import _schemas as schemas
-from citrineos_testdouble._amqp import AmqpPublisher, AmqpUnavailableError, charger_message
+from citrineos_testdouble._amqp import AmqpPublisher, AmqpUnavailableError
 from citrineos_testdouble._db import DatabaseUnavailableError, Store
+from citrineos_testdouble._db201 import Store201
 from citrineos_testdouble._graphql import handle_graphql
 from citrineos_testdouble._http import (
     HttpFaults,
@@ -40,8 +37,16 @@ from citrineos_testdouble._http import (
     HttpServer,
     json_response,
 )
-from citrineos_testdouble._jsonutil import iso_ms, js_value, now_utc
-from citrineos_testdouble._ocpp import OutgoingCall, StationSession, regex_allows, station_id_from_path
+from citrineos_testdouble._jsonutil import iso_ms
+from citrineos_testdouble._ocpp import (
+    OutgoingCall,
+    RequestFaults,
+    StationSession,
+    regex_allows,
+    station_id_from_path,
+)
+from citrineos_testdouble._ocpp201 import StationSession201
+from citrineos_testdouble._rest import RestRoutes
 
 __all__ = ["AmqpUnavailableError", "CitrineOSDouble", "DatabaseUnavailableError", "DoubleConfig"]
 
@@ -60,6 +65,7 @@ class DoubleConfig:
     host: str = "127.0.0.1"
     rest_port: int = 0
     ws_port: int = 0
+    ws201_port: int = 0
     graphql_port: int = 0
     dsn: str = DEFAULT_DSN
     amqp_url: str = DEFAULT_AMQP_URL
@@ -70,110 +76,28 @@ class DoubleConfig:
     max_caching_s: float = 30.0
     id_tags: tuple[str, ...] | None = None
     keep_schema: bool = False
+    smart_charging_on_needs: bool = True
 
 
-# (method, path) -> handler name on _Core
-_ROUTES: dict[tuple[str, str], str] = {
-    ("POST", "/ocpp/1.6/smartcharging/setChargingProfile"): "_rest_set_charging_profile_16",
-    ("POST", "/ocpp/1.6/smartcharging/clearChargingProfile"): "_rest_clear_charging_profile_16",
-    ("POST", "/ocpp/1.6/smartcharging/getCompositeSchedule"): "_rest_get_composite_schedule_16",
-    ("POST", "/ocpp/1.6/configuration/triggerMessage"): "_rest_trigger_message_16",
-    ("POST", "/ocpp/2.0.1/smartcharging/setChargingProfile"): "_rest_set_charging_profile_201",
-    ("GET", "/data/transactions/transaction"): "_rest_get_transaction",
-    ("GET", "/data/configuration/boot"): "_rest_get_boot",
-    ("DELETE", "/data/ocpprouter/connection"): "_rest_delete_connection",
-    ("GET", "/data/ocpprouter/websocket"): "_rest_list_websockets",
-    ("GET", "/data/ocpprouter/subscription"): "_rest_get_subscriptions",
-    ("POST", "/data/ocpprouter/subscription"): "_rest_create_subscription",
-    ("DELETE", "/data/ocpprouter/subscription"): "_rest_delete_subscription",
-}
-
-_TRANSACTION_KEYS = (
-    "startTime",
-    "endTime",
-    "id",
-    "locationId",
-    "stationId",
-    "evseId",
-    "connectorId",
-    "authorizationId",
-    "tariffId",
-    "transactionId",
-    "isActive",
-    "chargingState",
-    "timeSpentCharging",
-    "meterStart",
-    "totalKwh",
-    "stoppedReason",
-    "remoteStartId",
-    "totalCost",
-    "customData",
-    "tenantId",
-    "createdAt",
-    "updatedAt",
-)
-_BOOT_KEYS = (
-    "lastBootTime",
-    "id",
-    "heartbeatInterval",
-    "bootRetryInterval",
-    "status",
-    "statusInfo",
-    "getBaseReportOnPending",
-    "variablesRejectedOnLastBoot",
-    "bootWithRejectedVariables",
-    "changeConfigurationsOnPending",
-    "getConfigurationsOnPending",
-    "tenantId",
-    "createdAt",
-    "updatedAt",
-)
-
-
-def _bad_request(message: str, code: str = "FST_ERR_VALIDATION") -> HttpResponse:
-    return json_response(400, {"statusCode": 400, "code": code, "error": "Bad Request", "message": message})
-
-
-def _empty() -> HttpResponse:
-    # CitrineOS answers some routes with an empty body and no Content-Type.
-    return HttpResponse(200, b"", content_type=None)
-
-
-def _row_json(row: dict[str, Any], keys: Iterable[str], omit_null: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A database row as Sequelize renders it: ISO timestamps with ms, numeric columns as strings."""
-    out: dict[str, Any] = {}
-    for key in keys:
-        value = row.get(key)
-        if value is None and key in omit_null:
-            continue
-        if isinstance(value, dt.datetime):
-            value = iso_ms(value)
-        elif isinstance(value, Decimal):
-            value = format(value, "f")
-        out[key] = value
-    return out
-
-
-def _tenant_text(tenant: Any) -> str:
-    value = js_value(tenant)
-    return str(value)
-
-
-class _Core:
+class _Core(RestRoutes):
     """Everything that lives in the double's event loop."""
 
     def __init__(self, config: DoubleConfig, schema: str) -> None:
         self.config = config
         self.store = Store(config.dsn, schema, config.tenant_id)
+        self.store201 = Store201(self.store)
         self.publisher = AmqpPublisher(config.amqp_url, config.exchange)
         self.sessions: dict[str, StationSession] = {}
         self.rest = HttpServer(self.handle_rest, config.host, config.rest_port, "REST")
         self.graphql = HttpServer(self.handle_graphql, config.host, config.graphql_port, "GraphQL")
         self.ws_server: Server | None = None
+        self.ws201_server: Server | None = None
         self.ws_port = config.ws_port
+        self.ws201_port = config.ws201_port
         self._http: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.callbacks_sent = 0
+        self.request_faults = RequestFaults()
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -192,16 +116,27 @@ class _Core:
             ping_interval=60,
         )
         self.ws_port = next(iter(self.ws_server.sockets)).getsockname()[1]
+        # OCPP 2.0.1 on its own port, as CitrineOS (8081 beside 1.6 on 8092).
+        self.ws201_server = await serve(
+            self._ws201_handler,
+            self.config.host,
+            self.config.ws201_port,
+            subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+            select_subprotocol=_select_subprotocol_201,
+            ping_interval=60,
+        )
+        self.ws201_port = next(iter(self.ws201_server.sockets)).getsockname()[1]
         await self.rest.start()
         await self.graphql.start()
 
     async def stop(self) -> None:
         await self.rest.stop()
         await self.graphql.stop()
-        if self.ws_server is not None:
-            self.ws_server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws_server.wait_closed(), 3)
+        for server in (self.ws_server, self.ws201_server):
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 3)
         for task in list(self._background):
             task.cancel()
         if self._http is not None:
@@ -253,7 +188,7 @@ class _Core:
                     "correlationId": correlation_id,
                     "origin": origin,
                     "timestamp": iso_ms(when),
-                    "protocol": "ocpp1.6",
+                    "protocol": session.protocol,
                     "action": action,
                 },
             }
@@ -267,23 +202,27 @@ class _Core:
 
     # --- websocket --------------------------------------------------------------------------------
 
-    async def _ws_handler(self, connection: ServerConnection) -> None:
+    async def _ws201_handler(self, connection: ServerConnection) -> None:
+        await self._ws_handler(connection, "ocpp2.0.1")
+
+    async def _ws_handler(self, connection: ServerConnection, protocol: str = "ocpp1.6") -> None:
         path = connection.request.path if connection.request is not None else "/"
         station_id = station_id_from_path(path)
-        if connection.subprotocol != "ocpp1.6" or not station_id:
+        if connection.subprotocol != protocol or not station_id:
             # CitrineOS accepts such a socket and never registers it: it stays open and silent.
-            logger.warning("websocket %s without ocpp1.6 is left unregistered", path)
+            logger.warning("websocket %s without %s is left unregistered", path, protocol)
             with contextlib.suppress(Exception):
                 async for _ in connection:
                     pass
             return
-        session = StationSession(self, station_id, connection)
+        kind = StationSession201 if protocol == "ocpp2.0.1" else StationSession
+        session = kind(self, station_id, connection)
         previous = self.sessions.get(session.key)
         if previous is not None:
             await previous.ws.close(1000, "Replaced by a new connection")
         self.sessions[session.key] = session
         session.subscriptions = await self.store.subscriptions(station_id)
-        await self.store.set_online(station_id, True)
+        await self.store.set_online(station_id, True, protocol)
         self._webhook_event(session, "connected")
         try:
             await session.run()
@@ -296,221 +235,19 @@ class _Core:
 
     # --- REST -------------------------------------------------------------------------------------
 
-    async def handle_rest(self, request: HttpRequest) -> HttpResponse:
-        name = _ROUTES.get((request.method, request.path))
-        if name is None:
-            return json_response(
-                404,
-                {
-                    "message": f"Route {request.method}:{request.target} not found",
-                    "error": "Not Found",
-                    "statusCode": 404,
-                },
-            )
-        handler = getattr(self, name)
-        response: HttpResponse = await handler(request)
-        return response
-
     async def handle_graphql(self, request: HttpRequest) -> HttpResponse:
         if request.path not in ("/v1/graphql", "/v1/graphql/"):
             return json_response(404, {"code": "not-found", "error": "resource does not exist", "path": "$"})
         return await handle_graphql(self.store, request)
 
-    @staticmethod
-    def _json_body(request: HttpRequest) -> tuple[Any, HttpResponse | None]:
-        content_type = request.headers.get("content-type", "")
-        if not request.body:
-            if "application/json" in content_type:
-                return None, _bad_request(
-                    "Body cannot be empty when content-type is set to 'application/json'",
-                    code="FST_ERR_CTP_EMPTY_JSON_BODY",
-                )
-            return None, None
-        try:
-            return json.loads(request.body), None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None, _bad_request(
-                "Body is not valid JSON but content-type is set to 'application/json'",
-                code="FST_ERR_CTP_INVALID_JSON_BODY",
-            )
-
-    def _validated(
-        self, request: HttpRequest, body_schema: schemas.Schema | None, query_schema: schemas.Schema
-    ) -> tuple[Any, dict[str, Any], HttpResponse | None]:
-        body: Any = None
-        if body_schema is not None:
-            body, error = self._json_body(request)
-            if error is not None:
-                return None, {}, error
-            try:
-                # Fastify validates the body before the query string.
-                body = schemas.validate(body, body_schema, "body")
-            except schemas.ValidationFailed as exc:
-                return None, {}, _bad_request(str(exc))
-        try:
-            query = schemas.validate(dict(request.query), query_schema, "querystring")
-        except schemas.ValidationFailed as exc:
-            return None, {}, _bad_request(str(exc))
-        return body, query, None
-
-    async def _ocpp_call(
-        self, request: HttpRequest, body_schema: schemas.Schema, action: str, event_group: str
-    ) -> HttpResponse:
-        body, query, error = self._validated(request, body_schema, schemas.OCPP_CALL_QUERY)
-        if error is not None:
-            return error
-        identifiers = query["identifier"] if isinstance(query["identifier"], list) else [query["identifier"]]
-        tenant = _tenant_text(query["tenantId"])
-        payload = js_value(body)
-        results: list[dict[str, Any]] = []
-        for station_id in identifiers:
-            key = f"{tenant}:{station_id}"
-            session = self.sessions.get(key)
-            if session is None:
-                logger.error("Failed sending call. No connection found for identifier: %s", key)
-                results.append({"success": False, "payload": f"No connection found for identifier: {key}"})
-                continue
-            call = OutgoingCall(
-                correlation_id=str(uuid.uuid4()),
-                action=action,
-                payload=payload,
-                callback_url=query.get("callbackUrl"),
-                queued_at=time.monotonic(),
-            )
-            stamp = iso_ms(now_utc())
-            assert stamp is not None
-            headers, message = charger_message(
-                origin="csms",
-                event_group=event_group,
-                action=action,
-                state=1,
-                station_id=station_id,
-                correlation_id=call.correlation_id,
-                tenant_id=self.config.tenant_id,
-                timestamp=stamp,
-                payload=payload,
-            )
-            self.publish(headers, message)
-            session.enqueue(call)
-            results.append({"success": True})
-        return json_response(200, results)
-
-    async def _rest_set_charging_profile_16(self, request: HttpRequest) -> HttpResponse:
-        return await self._ocpp_call(request, schemas.SET_CHARGING_PROFILE_16, "SetChargingProfile", "smartcharging")
-
-    async def _rest_clear_charging_profile_16(self, request: HttpRequest) -> HttpResponse:
-        return await self._ocpp_call(
-            request, schemas.CLEAR_CHARGING_PROFILE_16, "ClearChargingProfile", "smartcharging"
-        )
-
-    async def _rest_get_composite_schedule_16(self, request: HttpRequest) -> HttpResponse:
-        return await self._ocpp_call(
-            request, schemas.GET_COMPOSITE_SCHEDULE_16, "GetCompositeSchedule", "smartcharging"
-        )
-
-    async def _rest_trigger_message_16(self, request: HttpRequest) -> HttpResponse:
-        return await self._ocpp_call(request, schemas.TRIGGER_MESSAGE_16, "TriggerMessage", "configuration")
-
-    async def _rest_set_charging_profile_201(self, request: HttpRequest) -> HttpResponse:
-        body, query, error = self._validated(request, schemas.SET_CHARGING_PROFILE_201, schemas.OCPP_CALL_QUERY)
-        if error is not None:
-            return error
-        identifiers = query["identifier"] if isinstance(query["identifier"], list) else [query["identifier"]]
-        # The double only has OCPP 1.6 stations, which never report 2.0.1 EVSEs to the device model.
-        evse = js_value(body["evseId"])
-        return json_response(200, [{"success": False, "payload": f"Evse {evse} not found."} for _ in identifiers])
-
-    async def _rest_get_transaction(self, request: HttpRequest) -> HttpResponse:
-        _, query, error = self._validated(request, None, schemas.TRANSACTION_QUERY)
-        if error is not None:
-            return error
-        # The recorded CitrineOS ignores tenantId on this read.
-        row = await self.store.transaction_row(query["stationId"], query["transactionId"])
-        if row is None:
-            return _empty()
-        return json_response(200, _row_json(row, _TRANSACTION_KEYS, omit_null=("endTime",)))
-
-    async def _rest_get_boot(self, request: HttpRequest) -> HttpResponse:
-        _, query, error = self._validated(request, None, schemas.STATION_TENANT_QUERY)
-        if error is not None:
-            return error
-        row = await self.store.get_boot(query["stationId"])
-        return json_response(200, None if row is None else _row_json(row, _BOOT_KEYS))
-
-    async def _rest_delete_connection(self, request: HttpRequest) -> HttpResponse:
-        _, query, error = self._validated(request, None, schemas.CONNECTION_DELETE_QUERY)
-        if error is not None:
-            return error
-        session = self.sessions.get(f"{_tenant_text(query['tenantId'])}:{query['stationId']}")
-        if session is not None:
-            await session.ws.close(1000, "Disconnected by admin request")
-        return _empty()
-
-    async def _rest_list_websockets(self, request: HttpRequest) -> HttpResponse:
-        _, _query, error = self._validated(request, None, schemas.WEBSOCKET_LIST_QUERY)
-        if error is not None:
-            return error
-        server = {
-            "id": "0",
-            "host": self.config.host,
-            "port": self.ws_port,
-            "pingInterval": 60,
-            "protocol": "ocpp1.6",
-            "securityProfile": 0,
-            "allowUnknownChargingStations": True,
-            "tenantId": self.config.tenant_id,
-            "dynamicTenantResolution": True,
-        }
-        return json_response(200, [server])
-
-    async def _rest_get_subscriptions(self, request: HttpRequest) -> HttpResponse:
-        _, query, error = self._validated(request, None, schemas.STATION_TENANT_QUERY)
-        if error is not None:
-            return error
-        rows = await self.store.subscriptions(query["stationId"])
-        keys = (
-            "id",
-            "stationId",
-            "onConnect",
-            "onClose",
-            "onMessage",
-            "sentMessage",
-            "messageRegexFilter",
-            "url",
-            "tenantId",
-            "createdAt",
-            "updatedAt",
-        )
-        return json_response(200, [_row_json(row, keys) for row in rows])
-
-    async def _rest_create_subscription(self, request: HttpRequest) -> HttpResponse:
-        body, query, error = self._validated(request, schemas.CREATE_SUBSCRIPTION, schemas.TENANT_QUERY)
-        if error is not None:
-            return error
-        new_id = await self.store.create_subscription(body, int(query["tenantId"]))
-        await self._refresh_subscriptions(body["stationId"])
-        return json_response(200, new_id)
-
-    async def _rest_delete_subscription(self, request: HttpRequest) -> HttpResponse:
-        _, query, error = self._validated(request, None, schemas.SUBSCRIPTION_DELETE_QUERY)
-        if error is not None:
-            return error
-        await self.store.delete_subscription(int(query["id"]))
-        for session in self.sessions.values():
-            session.subscriptions = [s for s in session.subscriptions if s["id"] != int(query["id"])]
-        return json_response(200, True)
-
-    async def _refresh_subscriptions(self, station_id: str) -> None:
-        # CitrineOS loads subscriptions at connect time and every 3 minutes; the double refreshes
-        # at once so a test does not have to reconnect.
-        session = self.sessions.get(f"{self.config.tenant_id}:{station_id}")
-        if session is not None:
-            session.subscriptions = await self.store.subscriptions(station_id)
-
 
 def _select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
     # Accept the handshake whatever is offered (CitrineOS does); only ocpp1.6 gets negotiated.
     return "ocpp1.6" if "ocpp1.6" in offered else None
+
+
+def _select_subprotocol_201(connection: ServerConnection, offered: Any) -> Any:
+    return "ocpp2.0.1" if "ocpp2.0.1" in offered else None
 
 
 class CitrineOSDouble:
@@ -531,6 +268,9 @@ class CitrineOSDouble:
         id_tags: None accepts every idTag; a list seeds these tags as Accepted in ``Authorizations``
             and answers Invalid for every other tag (CitrineOS's behaviour with seeded tags).
         keep_schema: keep the schema after :meth:`stop` (for debugging).
+        ws201_port: port of the OCPP 2.0.1 websocket (subprotocol ocpp2.0.1; read :attr:`ws201_url`).
+        smart_charging_on_needs: answer NotifyEVChargingNeeds with CitrineOS's own TxProfile (stackLevel
+            0 at evMaxCurrent) and GetChargingProfiles, as CitrineOS 1.8.3 does.
 
     Raises (from :meth:`start`):
         DatabaseUnavailableError: PostgreSQL cannot be reached.
@@ -543,6 +283,7 @@ class CitrineOSDouble:
         host: str = "127.0.0.1",
         rest_port: int = 0,
         ws_port: int = 0,
+        ws201_port: int = 0,
         graphql_port: int = 0,
         dsn: str | None = None,
         amqp_url: str | None = None,
@@ -553,6 +294,7 @@ class CitrineOSDouble:
         max_caching_s: float = 30.0,
         id_tags: Iterable[str] | None = None,
         keep_schema: bool = False,
+        smart_charging_on_needs: bool = True,
     ) -> None:
         if max_call_length_s <= 0:
             raise ValueError(f"max_call_length_s must be > 0, got {max_call_length_s}")
@@ -560,6 +302,7 @@ class CitrineOSDouble:
             host=host,
             rest_port=rest_port,
             ws_port=ws_port,
+            ws201_port=ws201_port,
             graphql_port=graphql_port,
             dsn=dsn or os.environ.get("CITRINEOS_DOUBLE_DSN") or DEFAULT_DSN,
             amqp_url=amqp_url or os.environ.get("CITRINEOS_DOUBLE_AMQP_URL") or DEFAULT_AMQP_URL,
@@ -570,6 +313,7 @@ class CitrineOSDouble:
             max_caching_s=max_caching_s,
             id_tags=None if id_tags is None else tuple(id_tags),
             keep_schema=keep_schema,
+            smart_charging_on_needs=smart_charging_on_needs,
         )
         #: Name of the PostgreSQL schema holding this instance's tables.
         self.schema = f"citrineos_double_{uuid.uuid4().hex[:10]}"
@@ -663,6 +407,11 @@ class CitrineOSDouble:
         return f"ws://{self.config.host}:{self._core.ws_port}"
 
     @property
+    def ws201_url(self) -> str:
+        """Base URL for OCPP 2.0.1 stations (``f"{ws201_url}/{station_id}"``, subprotocol ocpp2.0.1)."""
+        return f"ws://{self.config.host}:{self._core.ws201_port}"
+
+    @property
     def graphql_url(self) -> str:
         """The Hasura-like endpoint (``POST {"query", "variables", "operationName"}``)."""
         return f"http://{self.config.host}:{self._core.graphql.port}/v1/graphql"
@@ -705,7 +454,7 @@ class CitrineOSDouble:
         self.graphql_faults.heal()
 
     def connected_stations(self) -> list[str]:
-        """Station ids with a registered OCPP 1.6 connection."""
+        """Station ids with a registered OCPP connection (1.6 or 2.0.1)."""
         return sorted(session.station_id for session in list(self._core.sessions.values()))
 
     def disconnect(self, station_id: str, code: int = 1000, reason: str = "Disconnected by admin request") -> None:
@@ -723,6 +472,38 @@ class CitrineOSDouble:
                     await self._core.store.set_online(station_id, False)
 
         self.run(close())
+
+    def fail_requests(
+        self,
+        action: str,
+        *,
+        station_id: str | None = None,
+        count: int | None = 1,
+        code: str = "RpcFrameworkError",
+        description: str = "Call already in progress",
+    ) -> None:
+        """Answer the next ``count`` ``action`` requests of a station (None: any) with a CALLERROR.
+
+        ``count=None`` answers every such request until :meth:`clear_request_faults`. The default
+        is the CALLERROR CitrineOS 1.8.3 sends a busy station (also to OCPP 1.6 stations, which do
+        not define the code). Such a request is neither published nor stored, as CitrineOS does.
+        """
+        if count is not None and count < 1:
+            raise ValueError(f"count must be >= 1 or None, got {count}")
+
+        async def add() -> None:
+            self._core.request_faults.add(station_id, action, count, code, description)
+
+        self.run(add())
+
+    def clear_request_faults(self) -> int:
+        """Stop injecting request CALLERRORs; returns how many were injected so far."""
+
+        async def clear() -> int:
+            self._core.request_faults.clear()
+            return self._core.request_faults.injected
+
+        return self.run(clear())
 
     def seed_id_tag(self, id_tag: str, status: str = "Accepted") -> None:
         """Insert or update an ``Authorizations`` row (status Accepted, Blocked, Invalid, ...)."""
