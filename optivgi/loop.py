@@ -15,7 +15,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import attrs
@@ -27,11 +27,11 @@ from optivgi.clock import Clock, SystemClock
 from optivgi.config import Settings
 from optivgi.ledger import Circuit, ConnectorKey, Ledger, Outcome, ProfileRecord, Request
 from optivgi.models.ev import EV
-from optivgi.models.profile import ChargingProfile, ChargingSchedulePeriod, round_down_tenth
+from optivgi.models.profile import ChargingProfile
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
 from optivgi.planner import build_problem, plan
-from optivgi.transitions import run_waves
+from optivgi.transitions import send_order
 from optivgi.translation import ProfileSpec, SendOutcome, Translation
 
 __all__ = ["CycleReport", "GroupResult", "Scheduler"]
@@ -104,22 +104,6 @@ _OUTCOMES = {
     SendOutcome.UNANSWERED: Outcome.UNANSWERED,
     SendOutcome.FAILED: Outcome.UNANSWERED,
 }
-
-
-def _lowered(profile: ChargingProfile, record: ProfileRecord | None, voltage: float, phases: int) -> ChargingProfile:
-    """``profile`` limited, period by period, to ``record``'s limits [kW] (rounded down to the
-    unit's step, never above the profile's own)."""
-    if record is None:
-        return profile
-    periods: list[ChargingSchedulePeriod] = []
-    for offset, kw in record.periods:
-        own = profile.period_at(offset)
-        wanted = profile.unit.from_kw(kw, voltage, own.number_phases or phases)
-        limit = min(own.limit, round_down_tenth(max(wanted, 0.0)))
-        if periods and periods[-1].limit == limit:
-            continue
-        periods.append(ChargingSchedulePeriod(offset, limit, own.number_phases))
-    return attrs.evolve(profile, periods=tuple(periods))
 
 
 class Scheduler:
@@ -287,9 +271,11 @@ class Scheduler:
 
     def _send(self, group: str, profiles: dict[EV, ChargingProfile], problem: Problem,
               now: datetime) -> tuple[dict[str, ChargingProfile], dict[str, SendOutcome]]:
-        """Send the profiles in safe waves (:func:`optivgi.transitions.run_waves`): reductions
-        first, and an increase only once the reductions making room for it were accepted (one
-        that is refused lowers what the increases get); returns what was sent and the outcomes.
+        """Send the profiles in one call, ordered as the safe waves would go out if all were
+        accepted (:func:`optivgi.transitions.send_order`): reductions first, an increase after
+        the reductions making room for it, a new session's first profile after the others'
+        reductions. What the chargers answered is recorded in :attr:`ledger`; returns what was
+        sent and the outcomes.
         """
         if self.translation.counts_in_force:
             # The translation sends in safe waves itself, knowing more (holds, fallbacks, connectors
@@ -321,29 +307,19 @@ class Scheduler:
         site = Circuit(group, float(limits[0]) if len(limits) else 0.0, frozenset(_key(ev) for ev in profiles),
                        tuple((now + timedelta(seconds=j * res), float(limits[j])) for j in range(1, len(limits))
                              if limits[j] != limits[j - 1]))
-        sent: dict[str, ChargingProfile] = {}
+        # Ordering looks as far as the next cycles, which send everything again.
+        end = now + timedelta(seconds=min(res * max(problem.n_steps, 1), 2 * self.settings.interval_s))
+        order = send_order(self.ledger, targets, [site], now=now, until=end)
+        batch = {by_label[r.label][0]: by_label[r.label][1] for r in order}
+        rids = {r.label: self.ledger.sent(r, at=now) for r in order}
+        answer = self.translation.send_power_to_evs(batch, self.settings.charging_rate_unit)
+        got = {str(ev.ev_id): SendOutcome.APPLIED for ev in batch} if answer is None else {
+            str(k): SendOutcome(v) for k, v in answer.items()}
         outcomes: dict[str, SendOutcome] = {}
-
-        def send(requests: Sequence[Request]) -> list[Outcome]:
-            batch: dict[EV, ChargingProfile] = {}
-            for r in requests:
-                ev, profile = by_label[r.label]
-                batch[ev] = sent[r.label] = _lowered(profile, r.profile, float(ev.voltage or self.settings.voltage),
-                                                     ev.phases)
-            answer = self.translation.send_power_to_evs(batch, self.settings.charging_rate_unit)
-            got = {str(ev.ev_id): SendOutcome.APPLIED for ev in batch} if answer is None else {
-                str(k): SendOutcome(v) for k, v in answer.items()}
-            for r in requests:
-                outcomes[r.label] = got.get(r.label, SendOutcome.UNANSWERED)
-            return [_OUTCOMES[outcomes[r.label]] for r in requests]
-
-        end = now + timedelta(seconds=res * max(problem.n_steps, 1))
-        run_waves(self.ledger, targets, [site], send, now=now, until=end)
-        for label in by_label:
-            if label not in outcomes:
-                outcomes[label] = SendOutcome.FAILED
-                logger.warning("group %s: profile for EV %s not sent: the room for it was not confirmed", group, label)
-        return sent, outcomes
+        for label, rid in rids.items():
+            outcomes[label] = got.get(label, SendOutcome.UNANSWERED)
+            self.ledger.record(rid, _OUTCOMES[outcomes[label]], at=now)
+        return {str(ev.ev_id): p for ev, p in batch.items()}, outcomes
 
     def run_cycle(self, reason: str = "manual") -> CycleReport:
         """Run one cycle for every group now; never raises for a group's failure."""

@@ -7,6 +7,7 @@ repeats it, recording outcomes, until nothing more can go out.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ import attrs
 from optivgi.ledger import Circuit, ConnectorKey, Ledger, Outcome, Request
 from optivgi.models.ev import to_utc
 
-__all__ = ["Grant", "Wave", "WavesResult", "affected", "next_wave", "raises", "run_waves"]
+__all__ = ["Grant", "Wave", "WavesResult", "affected", "next_wave", "raises", "run_waves", "send_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -399,3 +400,27 @@ def run_waves(
     for i in left:
         logger.info("request %s to %s not sent: no room confirmed for it", targets[i].label, targets[i].station_id)
     return result
+
+
+def send_order(ledger: Ledger, targets: Sequence[Request], circuits: Sequence[Circuit], *, now: datetime,
+               until: datetime) -> list[Request]:
+    """``targets`` in the order of the waves :func:`next_wave` would give if every request were
+    accepted (reductions first, an increase after the reductions making room for it), for a
+    sender that takes them all at once and sends them one by one in that order. Requests that
+    would wait even then come last. ``ledger`` is not changed.
+
+    This only orders; it cannot react to a refusal. A sender that can wait for answers should
+    use :func:`run_waves` instead.
+    """
+    trial = copy.deepcopy(ledger)
+    left = list(targets)
+    order: list[Request] = []
+    while left:
+        wave = next_wave(trial, left, circuits, now=now, until=until)
+        if not wave.send:
+            break
+        for grant in wave.send:
+            trial.accepted(trial.sent(grant.target, at=now), at=now)
+            order.append(grant.target)
+            left = [t for t in left if t is not grant.target]
+    return order + left

@@ -28,10 +28,9 @@ def test_demo_curtails_fairly_and_never_exceeds_the_limit(algorithm: str, tmp_pa
     assert "CURTAILMENT OFF — 4 EVs request 28.80 kW" in text
     assert text.count(" arrived — max 7.20 kW") == 6 and text.count(" departed — delivered ") == 6
     assert "within the limit" in text
-    # every EV got energy, and about what 10 minutes at its allocations give (~1 kWh); an arrival's
-    # first profile waits for the others' reductions (one more wave, seconds at x120)
+    # every EV got energy, and about what 10 minutes at its allocations give (~1 kWh)
     delivered = result.translation.delivered_kwh()
-    assert all(0.8 < kwh < 1.2 for kwh in delivered.values()), delivered
+    assert all(0.9 < kwh < 1.2 for kwh in delivered.values()), delivered
 
 
 def test_demo_plot_is_written(tmp_path: object) -> None:

