@@ -86,17 +86,22 @@ class Sender:
             self.ensure_fallbacks(stations, deadline=deadline)
         now = self._now()
         results = self.safety.send(group, items, self._call(deadline), now, self._now)
-        # Holds last: where every car now runs an accepted TxProfile (so a hold stops no car),
-        # renewed or placed for one validity; the next cycle's TxProfiles end with them.
+        self.place_holds(group, deadline)
+        return results
+
+    def place_holds(self, group: str, deadline: float, *, renew: bool = True) -> None:
+        """Hold the idle connectors of every station of ``group`` whose cars all run an accepted
+        TxProfile (so a hold stops no car): placed where none is in force, and (``renew``) renewed
+        at half their validity; the next TxProfiles there end with them."""
         now = self._now()
         half = timedelta(seconds=self.config.profile_validity_s / 2)
-        wanted = [s for s in stations if self.fallbacks.installed(s) and self.safety.hold_wanted(s, now)
-                  and ((h := self.safety.hold_until(s, now)) is None or h - now < half)]  # renewed at half-life
+        wanted = [s for s in self.config.groups[group] if self.fallbacks.installed(s)
+                  and self.safety.hold_wanted(s, now)
+                  and ((h := self.safety.hold_until(s, now)) is None or (renew and h - now < half))]
         for label, (outcome, reason) in self.safety.send(group, self.holds(wanted, now), self._call(deadline), now,
                                                          self._now).items():
             if outcome is not SendOutcome.APPLIED:
                 logger.warning("hold profile not placed on %s (%s): %s", label[5:], outcome.value, reason)
-        return results
 
     def ensure_fallbacks(self, stations: Sequence[str], *, deadline: float) -> dict[str, SendOutcome]:
         """(Re)install the fallback on each of ``stations`` that is due; outcome per station tried."""

@@ -95,8 +95,7 @@ class CitrineOSTranslation(Translation):
         return cls(CitrineOSConfig.from_settings(settings), client=client)
 
     def describe(self) -> dict[str, Any]:
-        """Endpoints and groups, secrets masked."""
-        return self.config.describe()
+        return self.config.describe()  # endpoints and groups, secrets masked
 
     def _now(self) -> datetime:
         return to_utc(self._clock())
@@ -206,6 +205,7 @@ class CitrineOSTranslation(Translation):
         self.safety.sync_connectors(stations, now)
         self.safety.note_read(stations, read, now)
         self.ensure_fallbacks(stations, deadline=time.monotonic() + self.config.retry_budget_s)
+        self.sender.place_holds(group_name, time.monotonic() + self.config.retry_budget_s, renew=False)  # departures
         self.events.after_read(stations, read.connectors)
         previous, self._reads[group_name] = self._reads.get(group_name), read
         # Per-session state ends with the session (memory stays flat over a day of churn).

@@ -114,9 +114,13 @@ class Site:
         end = until or self.clock.now() + timedelta(seconds=VALIDITY_S + 120)
         at, peak = self.log.worst(self.start, end)
         assert peak <= self.site_kw + 1e-6, f"{peak:.2f} kW in force at {at.isoformat()} on {self.site_kw} kW"
+        longest = 0.0
         for station, connector in self.log.sessions:
             held = self.log.longest_zero_s(station, connector, self.start, end)
             assert held <= VALIDITY_S + 1e-6, f"car on {station}#{connector} held at 0 A for {held:.0f} s"
+            longest = max(longest, held)
+        print(f"peak {peak:.2f} kW in force on {self.site_kw:g} kW over {len(self.log.boundaries(self.start, end))} "
+              f"instants; longest a car was at 0 A: {longest:.0f} s")
         return peak
 
     def close(self) -> None:
