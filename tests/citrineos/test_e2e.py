@@ -309,9 +309,9 @@ DEMOS = {"six-1.6": (), "mixed-1.6-2.0.1": (3, 4, 5)}
 
 
 @pytest.fixture(scope="module", params=list(DEMOS))
-def demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+def demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+         citrineos_services: tuple[str, str]) -> Iterator[DemoRun]:
     """One demo on a double of its own (the verifier judges that double's whole history)."""
-    require_services()
     with CitrineOSDouble(exchange=f"citrineos-e2e-{uuid.uuid4().hex[:8]}") as double:
         yield _run_demo(double, tmp_path_factory.mktemp(f"e2e-{request.param}"), ocpp201=DEMOS[request.param])
 
