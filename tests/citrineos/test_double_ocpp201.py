@@ -21,8 +21,6 @@ from citrineos_testdouble.contract import AmqpRecorder, assert_same_shape, load_
 from psycopg import sql
 from psycopg.rows import dict_row
 
-pytestmark = pytest.mark.rabbitmq
-
 RECORDING = "amqp-messages-2.0.1.jsonl"
 VOLATILE_HEADERS = {"correlationId", "timestamp", "stationId"}
 

@@ -32,8 +32,6 @@ from optivgi.translation import SendOutcome
 from optivgi_citrineos.config import CitrineOSConfig
 from optivgi_citrineos.translation import CitrineOSTranslation
 
-pytestmark = pytest.mark.rabbitmq
-
 VALIDITY_S = 180.0
 Rule = Callable[[dict[str, Any]], ProfileAnswer | None]
 

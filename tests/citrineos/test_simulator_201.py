@@ -20,8 +20,6 @@ from psycopg.rows import dict_row
 
 from optivgi_citrineos.simulator import Scenario, Simulator, SimulatorConfig, validate_frame
 
-pytestmark = pytest.mark.rabbitmq
-
 VOLTS = 240.0
 
 

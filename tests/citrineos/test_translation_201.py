@@ -25,8 +25,6 @@ from optivgi.translation import SendOutcome
 from optivgi_citrineos.sessions import row_from_graphql, row_from_sql
 from optivgi_citrineos.translation import CitrineOSTranslation
 
-pytestmark = pytest.mark.rabbitmq
-
 
 def _settings(double: CitrineOSDouble, station: str, **extra: str) -> Settings:
     values = {

@@ -23,8 +23,6 @@ from click.testing import CliRunner
 
 from optivgi_citrineos.verify import fetch_verify_data_sql, verify_command
 
-pytestmark = pytest.mark.rabbitmq
-
 
 def _dsn(double: CitrineOSDouble) -> str:
     return f"{double.dsn} options='-csearch_path={double.schema}'"
