@@ -14,7 +14,7 @@ What it optimises, in strict priority:
 3. the energy cost ``sum_k price_k * load_k`` when ``problem.price_per_kwh`` is given;
 4. charging early (more load in earlier blocks);
 5. inside the first block, the first step delivers as much of the block's energy as the site
-   and the cars allow, split max-min fairly on the sessions' totals (see "The first step").
+   and the cars allow, split by equal powers within the block energies (see "The first step").
 
 Blocks
     Steps are grouped into *blocks*: maximal runs of steps in which no EV arrives or leaves and
@@ -84,10 +84,11 @@ The first step
     closed loop only ever applies the first step. Step 0 is therefore laid out on its own: each EV
     of the first block gets at least what it must have now for the rest of its block energy to
     fit at its max power in the block's remaining steps (``u_j = max(0, y_j / h - (len - 1) max_i)``);
-    on top of that the step's limit is shared by water-filling on the session totals, raising the
-    lowest ``(D_i + h p_i) / N_i`` first, each EV capped at its max and at its block energy. So the
-    step is filled whenever the block's energies allow, and a car that got less so far is served
-    first: no energy is held back for a departure time nobody knows. What is left of each block
+    when all of them fit, at least its minimum; on top of that the step's limit is shared by
+    water-filling (equal powers), each EV capped at its max and at its block energy. So the step
+    is filled whenever the block's energies allow and no energy is held back for a departure time
+    nobody knows; the fairness on session totals acts through the block energies (level 1), which
+    cap the split wherever they bind. What is left of each block
     energy fits flat in the remaining steps (each ``<= max * (len - 1) * h`` and their sum
     ``<= C * (len - 1) * h``, because the step gave either the whole limit or every EV its cap), so
     the rest of the block is laid out as every other block.

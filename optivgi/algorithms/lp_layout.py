@@ -101,12 +101,8 @@ def layout(problem: Problem, y: FloatArray, ev: Index, blk: Index, start_b: IntA
         if float(lo.sum()) > room:
             lo = must
         top = np.maximum(np.minimum(pmax[rows], y0 / h), lo)
-        done = problem.delivered[rows]
-        total = done + problem.energy_kwh[rows]
-        # Water-filling on (D + h p) / N: shift by D / h so the common level is on the totals.
-        shift = done / h
-        step0 = water_fill(lo + shift, top + shift, room + float(shift.sum()), weight=total / h) - shift
-        step0 = np.clip(step0, lo, top)
+        # Equal power for all (the fairness on totals is in the block energies, which cap it).
+        step0 = np.clip(water_fill(lo, top, room), lo, top)
         y = y.copy()
         y[first] = np.maximum(y0 - step0 * h, 0.0)
         if blen[0] == 1:
