@@ -14,7 +14,7 @@ What it optimises, in strict priority:
 3. the energy cost ``sum_k price_k * load_k`` when ``problem.price_per_kwh`` is given;
 4. charging early (more load in earlier blocks);
 5. inside the first block, the first step delivers as much of the block's energy as the site
-   and the cars allow, split by equal powers within the block energies (see "The first step").
+   and the cars allow, split max-min fairly on the sessions' totals (see "The first step").
 
 Blocks
     Steps are grouped into *blocks*: maximal runs of steps in which no EV arrives or leaves and
@@ -85,10 +85,12 @@ The first step
     of the first block gets at least what it must have now for the rest of its block energy to
     fit at its max power in the block's remaining steps (``u_j = max(0, y_j / h - (len - 1) max_i)``);
     when all of them fit, at least its minimum; on top of that the step's limit is shared by
-    water-filling (equal powers), each EV capped at its max and at its block energy. So the step
-    is filled whenever the block's energies allow and no energy is held back for a departure time
-    nobody knows; the fairness on session totals acts through the block energies (level 1), which
-    cap the split wherever they bind. What is left of each block
+    water-filling on the totals each EV would reach if it held its power through the block,
+    ``(D_i + len h p_i) / N_i``, lowest first, each EV capped at its max and at its block energy.
+    So the step is filled whenever the block's energies allow and no energy is held back for a
+    departure time nobody knows; over a short block a car that got less so far comes first, over
+    a long one (departures unknown) the powers are nearly equal, so a car that leaves early is not
+    starved for the late arrivals. What is left of each block
     energy fits flat in the remaining steps (each ``<= max * (len - 1) * h`` and their sum
     ``<= C * (len - 1) * h``, because the step gave either the whole limit or every EV its cap), so
     the rest of the block is laid out as every other block.
