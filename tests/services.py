@@ -340,9 +340,10 @@ class RabbitNode:
                 process.wait(timeout=10)
         epmd = shutil.which("epmd")
         if epmd and self._epmd_port:
-            subprocess.run(
-                [epmd, "-port", str(self._epmd_port), "-kill"], capture_output=True, timeout=30, check=False
-            )
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                subprocess.run(
+                    [epmd, "-port", str(self._epmd_port), "-kill"], capture_output=True, timeout=120, check=False
+                )
         self.private = False
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 import attrs
 import numpy as np
 import pytest
-from support import scenario_files
+from support import require_shared, scenario_files
 
 from optivgi.algorithms.base import Algorithm, FloatArray, Problem
 from optivgi.algorithms.validate import TOLERANCE_KW, validate_schedule
@@ -34,7 +34,8 @@ def _algorithm(name: str) -> Algorithm:
 
 @functools.cache
 def _problem(scenario: str) -> Problem:
-    return load_scenario(FILES[scenario]).to_problem()
+    path = FILES.get(scenario) or require_shared(f"scenarios/{scenario}.json")
+    return load_scenario(path).to_problem()
 
 
 @functools.cache

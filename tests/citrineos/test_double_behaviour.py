@@ -40,7 +40,7 @@ class Db:
     def rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
         return self.conn.execute(query.encode(), params).fetchall()
 
-    def wait_rows(self, query: str, *params: Any, count: int = 1, timeout: float = 3.0) -> list[dict[str, Any]]:
+    def wait_rows(self, query: str, *params: Any, count: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
             rows = self.rows(query, *params)

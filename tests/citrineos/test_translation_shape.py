@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import missing
 
 from optivgi.config import Settings
 from optivgi.models.ev import EV
@@ -18,6 +19,8 @@ from optivgi_citrineos.translation import CitrineOSTranslation
 
 def recorded(name: str) -> dict[str, Any]:
     path = Path(os.environ["CITRINEOS_CONTRACT_DIR"]) / "rest" / name
+    if not path.is_file():
+        missing(f"recording {path} is missing: put the shared folder beside the clone")
     return json.loads(path.read_text(encoding="utf-8"))["request"]
 
 
