@@ -142,6 +142,8 @@ class Scheduler:
         # EVs whose last profile was not confirmed: they may draw up to their max.
         self._unconfirmed: set[str] = set()
         self._stop = threading.Event()
+        # Last schedule per group: used, shifted, when the algorithm fails or runs out of time.
+        self._previous: dict[str, PowerSchedule] = {}
 
     # -- triggers -------------------------------------------------------------------------
     def trigger(self, reason: str) -> None:
@@ -179,7 +181,7 @@ class Scheduler:
             )
         return profiles
 
-    def _plan(self, problem: Problem, evs: list[EV]) -> PowerSchedule:
+    def _plan(self, problem: Problem, evs: list[EV], previous: PowerSchedule | None = None) -> PowerSchedule:
         """Plan, counting every EV whose last profile was not confirmed at its max power.
 
         Such an EV may still be drawing whatever it drew before (a rejected profile leaves the
@@ -188,7 +190,7 @@ class Scheduler:
         """
         pinned_rows = np.array([ev.active and str(ev.ev_id) in self._unconfirmed for ev in evs], dtype=bool)
         if not pinned_rows.any():
-            return plan(problem, self.algorithm)
+            return plan(problem, self.algorithm, previous=previous)
         mask = problem.window_mask()[pinned_rows]
         pinned = problem.max_power_kw[pinned_rows, None] * mask
         reserved = pinned.sum(axis=0)
@@ -203,7 +205,7 @@ class Scheduler:
         pinned[pinned < problem.min_power_kw[pinned_rows, None]] = 0.0
         rest_limit = np.maximum(problem.site_limit_kw - pinned.sum(axis=0), 0.0)
         rest_network = None if network is None else network.reserve(pinned, pinned_rows)
-        rest = plan(problem.select(~pinned_rows, rest_limit, rest_network), self.algorithm)
+        rest = plan(problem.select(~pinned_rows, rest_limit, rest_network), self.algorithm, previous=previous)
         power = problem.zeros()
         power[~pinned_rows] = rest.power_kw
         power[pinned_rows] = pinned
@@ -260,7 +262,8 @@ class Scheduler:
             logger.warning("group %s: none of its %d sessions lies within the planning horizon %s to %s "
                            "(their arrival and departure times are outside it); they get 0 kW",
                            group, problem.n_evs, now.isoformat(), horizon_end.isoformat())
-        schedule = self._plan(problem, result.evs)
+        schedule = self._plan(problem, result.evs, self._previous.get(group))
+        self._previous[group] = schedule
         result.schedule = schedule
         if schedule.note:
             logger.warning("group %s: %s", group, schedule.note)

@@ -24,7 +24,7 @@ from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints
 from optivgi.topology import Topology
 
-__all__ = ["build_problem", "plan", "step_window"]
+__all__ = ["build_problem", "plan", "shift_schedule", "step_window"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ def build_problem(
         price_per_kwh=site.price_series(n_steps),
         network=None if topology is None else topology.network(
             [(str(ev.station_id), ev.connector_id) for ev in evs], n_steps, voltage=voltage),
+        # None when nothing was delivered yet, so sub-problems built with attrs.evolve stay valid.
+        delivered_kwh=[ev.delivered_kwh for ev in evs] if any(ev.delivered_kwh > 0 for ev in evs) else None,
     )
 
 
@@ -94,20 +96,67 @@ def _fit_network(problem: Problem, algorithm: Algorithm, power: FloatArray) -> F
     return fitted
 
 
-def plan(problem: Problem, algorithm: Algorithm, *, fallback: Algorithm | None = None) -> PowerSchedule:
+def shift_schedule(previous: PowerSchedule, problem: Problem) -> FloatArray:
+    """``previous`` moved onto ``problem``'s steps, for the EVs it planned.
+
+    Row ``i`` gets ``previous``'s powers for EV ``problem.ids[i]`` from the step that starts at
+    ``problem.start`` on (0 past its end and for EVs it did not plan), clipped to the EV's window
+    and max power, and cut once the EV's remaining need is in (the step that completes it is
+    kept). Nothing is validated here.
+
+    Raises:
+        ValueError: the step lengths differ or ``problem`` starts off ``previous``'s step grid.
+    """
+    if previous.resolution_s != problem.resolution_s:
+        raise ValueError(f"step lengths differ ({previous.resolution_s} s vs {problem.resolution_s} s)")
+    offset_s = (problem.start - previous.start).total_seconds()
+    if offset_s < 0 or offset_s % problem.resolution_s:
+        raise ValueError(f"the plan starts {offset_s:g} s off the previous plan's step grid")
+    shift = int(offset_s // problem.resolution_s)
+    out = problem.zeros()
+    index = {ev_id: i for i, ev_id in enumerate(previous.ev_ids)}
+    width = max(0, min(problem.n_steps, previous.n_steps - shift))
+    for row, ev_id in enumerate(problem.ids):
+        i = index.get(ev_id)
+        if i is not None and width:
+            out[row, :width] = previous.power_kw[i, shift:shift + width]
+    out = np.minimum(out, problem.max_power_kw[:, None]) * problem.window_mask()
+    before = np.cumsum(out, axis=1) * problem.step_hours - out * problem.step_hours
+    out[before >= problem.energy_kwh[:, None]] = 0.0
+    return out
+
+
+def _from_previous(problem: Problem, previous: PowerSchedule, fallback: Algorithm) -> FloatArray:
+    """The previous plan shifted, with ``fallback`` planning the others in the headroom it leaves."""
+    power = shift_schedule(previous, problem)
+    planned = np.isin(np.asarray(problem.ids, dtype=object), np.asarray(previous.ev_ids, dtype=object))
+    if (~planned).any():
+        headroom = np.maximum(problem.site_limit_kw - power[planned].sum(axis=0), 0.0)
+        network = None if problem.network is None else problem.network.reserve(power[planned], planned)
+        sub = problem.select(~planned, headroom, network)
+        power[~planned] = validate_schedule(sub, _fit_network(sub, fallback, fallback.solve(sub)))
+    return validate_schedule(problem, power)
+
+
+def plan(problem: Problem, algorithm: Algorithm, *, fallback: Algorithm | None = None,
+         previous: PowerSchedule | None = None) -> PowerSchedule:
     """Solve ``problem`` with ``algorithm`` and return a schedule that passed the validator.
 
-    When the algorithm raises, or its schedule breaks a rule, the error is logged and
-    ``fallback`` (default: ``equal-share``) is used instead; the returned schedule's ``note``
-    says why. An error of the fallback itself propagates: it is a bug, never a reason to send
-    an unchecked schedule.
+    When the algorithm raises, or its schedule breaks a rule, the error is logged and, in this
+    order, ``previous`` (the last cycle's schedule, shifted onto this cycle's steps by
+    :func:`shift_schedule`; EVs it did not plan are planned by ``fallback`` in the headroom it
+    leaves) or ``fallback`` (default: ``equal-share``) is used instead; the returned schedule's
+    ``note`` says why. When the algorithm sets a ``last_note`` attribute (``lp`` does when its
+    time budget ran out and it used the best plan found), the note carries it too. An error of
+    the fallback itself propagates: it is a bug, never a reason to send an unchecked schedule.
     """
     t0 = time.perf_counter()
     try:
         power = algorithm.solve(problem)
         power = validate_schedule(problem, _fit_network(problem, algorithm, power))
+        note = getattr(algorithm, "last_note", None)
         return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, algorithm.name,
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, note=note if isinstance(note, str) else "")
     except Exception as exc:  # any failure of a plugin algorithm falls back; the fallback must not
         if fallback is None:
             from optivgi.algorithms.equal_share import EqualShareAlgorithm
@@ -116,6 +165,18 @@ def plan(problem: Problem, algorithm: Algorithm, *, fallback: Algorithm | None =
         if fallback.name == algorithm.name:
             raise
         level = logging.ERROR if isinstance(exc, ScheduleValidationError) else logging.WARNING
+        if previous is not None:
+            try:
+                power = _from_previous(problem, previous, fallback)
+            except (ValueError, ScheduleValidationError) as prev_exc:
+                logger.warning("previous plan not usable (%s)", prev_exc)
+            else:
+                logger.log(level, "algorithm %r failed (%s: %s); using its previous plan from %s, shifted",
+                           algorithm.name, type(exc).__name__, exc, previous.start.isoformat())
+                return PowerSchedule(problem.ids, power, problem.start, problem.resolution_s, previous.algorithm,
+                                     time.perf_counter() - t0,
+                                     note=f"{algorithm.name} failed: {exc}; previous plan from "
+                                          f"{previous.start.isoformat()} shifted and re-validated")
         logger.log(level, "algorithm %r failed (%s: %s); using %r for this cycle",
                    algorithm.name, type(exc).__name__, exc, fallback.name)
         power = validate_schedule(problem, _fit_network(problem, fallback, fallback.solve(problem)))

@@ -144,3 +144,24 @@ def test_every_command_has_help() -> None:
     for cmd in ["run", "plan", "list", "demo"]:
         result = CliRunner().invoke(main, [cmd, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_plan_stdout_of_a_real_process_is_json_only(scenarios_dir: Path) -> None:
+    # HiGHS writes a banner straight to file descriptor 1 the first time it starts in a process.
+    proc = subprocess.run([*OPTIVGI, "plan", str(scenarios_dir / "seed-at-nine.json"), "-a", "lp"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["algorithm"] == "lp"
+    assert "HiGHS" not in proc.stdout and "HiGHS" not in proc.stderr
+    power = np.array(list(doc["power_kw"].values()))
+    assert np.all(power.sum(axis=0) <= 30.0 + 1e-9)
+
+
+def test_demo_operator_lines_carry_no_solver_banner() -> None:
+    proc = subprocess.run([*OPTIVGI, "demo", "-a", "lp", "--speed", "2000"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip(), "the demo printed nothing"
+    for stream in (proc.stdout, proc.stderr):
+        assert "HiGHS" not in stream and "Copyright" not in stream

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import numpy as np
 import pytest
 
@@ -39,6 +40,9 @@ def make_ev(**kw: object) -> EV:
         ("phases", 4, r"'phases' must be 1, 2 or 3, got 4"),
         ("energy", "10", r"'energy' must be a number"),
         ("unit", "kW", r"kW"),
+        ("delivered_kwh", -0.5, r"'delivered_kwh' must be a finite number >= 0, got -0.5"),
+        ("delivered_kwh", math.inf, r"'delivered_kwh' must be a finite number >= 0"),
+        ("delivered_kwh", "2", r"'delivered_kwh' must be a number"),
     ],
 )
 def test_ev_rejects_bad_fields_naming_them(field: str, value: object, match: str) -> None:
@@ -54,6 +58,20 @@ def test_ev_naive_times_are_utc_and_amp_units_convert() -> None:
     assert ev.max_power_kw == pytest.approx(32 * 230 * 3 / 1000)
     assert ev.min_power_kw == pytest.approx(6 * 230 * 3 / 1000)
     assert ev.energy_kwh == pytest.approx(100 * 230 * 3 / 1000)
+
+
+def test_delivered_energy_reaches_the_problem() -> None:
+    from optivgi.planner import build_problem
+
+    evs = [make_ev(ev_id="a", delivered_kwh=3.5), make_ev(ev_id="b")]
+    assert evs[1].delivered_kwh == 0.0
+    problem = build_problem(evs, SiteConstraints(20.0), T0, n_steps=10)
+    np.testing.assert_array_equal(problem.delivered, [3.5, 0.0])
+    np.testing.assert_array_equal(problem.select(np.array([True, False])).delivered, [3.5])
+    with pytest.raises(ValueError, match="'delivered_kwh' must be finite and >= 0"):
+        attrs.evolve(problem, delivered_kwh=[-1.0, 0.0])
+    with pytest.raises(ValueError, match="'delivered_kwh' must have shape"):
+        attrs.evolve(problem, delivered_kwh=[1.0])
 
 
 def test_ev_identity_is_its_id() -> None:

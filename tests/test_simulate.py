@@ -216,3 +216,26 @@ def test_seed_all_six_from_the_shared_scenarios(scenarios_dir: Path) -> None:
     assert [e.delivered_kwh for e in result.evs] == pytest.approx([40.0] * 6, abs=1e-2)
     assert result.worst is not None and result.worst.fraction == pytest.approx(40 / 48, abs=1e-3)
     assert result.jain_index == pytest.approx(1.0, abs=1e-6)
+
+
+def test_progress_reports_every_step_once() -> None:
+    sc = _scenario([_ev(1, stay_s=600)], limit=10.0)
+    calls: list[tuple[int, int]] = []
+    simulate(sc, "equal-share", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(k, 10) for k in range(1, 11)]  # the replay stops when the last car has left
+
+
+def test_the_planner_is_told_the_energy_already_delivered() -> None:
+    import attrs
+
+    from optivgi.models.ev import EV
+
+    if "delivered_kwh" not in attrs.fields_dict(EV):
+        pytest.skip("this EV model has no delivered_kwh field")
+    sc = _scenario([_ev(1, energy=3.0, pmax=6.0)], limit=10.0)
+    seen: list[tuple[float, float]] = []
+    simulate(sc, "equal-share", on_cycle=lambda r: seen.extend(
+        (ev.delivered_kwh, ev.energy_kwh) for ev in r.groups["default"].evs))  # type: ignore[attr-defined]
+    # 6 kW for one minute per step: 0.1 kWh a step, and delivered + remaining = the need
+    assert seen[0] == (0.0, 3.0)
+    assert seen[5][0] == pytest.approx(0.5) and sum(seen[5]) == pytest.approx(3.0)

@@ -47,6 +47,9 @@ class Problem:
         network: the site tree's limits as sparse constraints on the rows (one per node and
             phase; see :class:`~optivgi.topology.NetworkConstraints`), or ``None`` for a flat site.
             ``network.matrix @ power <= network.limit_kw`` must hold in every step.
+        delivered_kwh: ``(n,)`` energy already delivered in each session before ``start``
+            [kWh], >= 0; ``None`` (the default) means all zeros. ``delivered_kwh + energy_kwh``
+            is the session's total need, which fairness may be measured against.
     """
 
     ids: tuple[str, ...] = attrs.field(converter=_as_ids)
@@ -62,6 +65,9 @@ class Problem:
         default=None, converter=attrs.converters.optional(_as_float)
     )
     network: NetworkConstraints | None = None
+    delivered_kwh: FloatArray | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_as_float)
+    )
 
     def __attrs_post_init__(self) -> None:
         n, t = len(self.ids), self.site_limit_kw.shape[0] if self.site_limit_kw.ndim == 1 else -1
@@ -84,6 +90,11 @@ class Problem:
             raise ValueError(f"'first_step'/'end_step' must lie in [0, {t}]")
         if self.price_per_kwh is not None and self.price_per_kwh.shape != (t,):
             raise ValueError(f"'price_per_kwh' must have shape ({t},), got {self.price_per_kwh.shape}")
+        if self.delivered_kwh is not None:
+            if self.delivered_kwh.shape != (n,):
+                raise ValueError(f"'delivered_kwh' must have shape ({n},), got {self.delivered_kwh.shape}")
+            if not np.all(np.isfinite(self.delivered_kwh)) or np.any(self.delivered_kwh < 0):
+                raise ValueError("'delivered_kwh' must be finite and >= 0")
         if len(set(self.ids)) != n:
             raise ValueError("'ids' must be unique")
         if self.network is not None and (self.network.matrix.shape[1] != n or self.network.limit_kw.shape[1:] != (t,)):
@@ -103,6 +114,11 @@ class Problem:
     def step_hours(self) -> float:
         """Step length [h]: energy [kWh] = power [kW] * ``step_hours``."""
         return self.resolution_s / 3600.0
+
+    @property
+    def delivered(self) -> FloatArray:
+        """``(n,)`` energy already delivered per session [kWh] (zeros when not given)."""
+        return np.zeros(self.n_evs) if self.delivered_kwh is None else self.delivered_kwh
 
     def window_mask(self) -> npt.NDArray[np.bool_]:
         """``(n, T)`` boolean mask, True where an EV may draw power."""
@@ -129,6 +145,7 @@ class Problem:
             first_step=self.first_step[rows],
             end_step=self.end_step[rows],
             network=network,
+            delivered_kwh=None if self.delivered_kwh is None else self.delivered_kwh[rows],
         )
 
     def zeros(self) -> FloatArray:

@@ -2,15 +2,19 @@
 
 What it optimises, in strict priority:
 
-1. the worst delivered fraction of need, ``min_i d_i / E_i``, over the EVs that need energy and can
-   receive some (a step in the window where both ``max_power_kw`` and the site limit are above 0);
-   an EV that can receive nothing has fraction 0 under every schedule, so leaving it out changes
-   nothing at this level and keeps the level meaningful for the others;
+1. the worst fraction of a session's total need, ``min_i (D_i + d_i) / (D_i + E_i)``, with ``D_i``
+   the energy the session already received (``problem.delivered_kwh``), ``d_i`` what it is planned
+   and ``E_i`` what it still needs, over the EVs that need energy and can receive some (a step in
+   the window where both ``max_power_kw`` and the site limit are above 0). Counting ``D_i`` gives
+   the planner a memory: re-planned every minute, an EV that got less earlier is favoured now,
+   so a closed loop ends where one plan over the whole day would. An EV that can receive nothing
+   keeps its fraction under every schedule, so leaving it out changes nothing at this level;
 2. the total delivered energy ``sum_i d_i`` with ``d_i <= E_i`` (energy beyond need counts for
    nothing, so none is planned);
 3. the energy cost ``sum_k price_k * load_k`` when ``problem.price_per_kwh`` is given;
-4. charging early; inside a stretch where nothing changes, EVs that share a binding limit get
-   powers in proportion to their energies (equal needs: equal, flat powers).
+4. charging early (more load in earlier blocks);
+5. inside the first block, the first step delivers as much of the block's energy as the site
+   and the cars allow, split max-min fairly on the sessions' totals (see "The first step").
 
 Blocks
     Steps are grouped into *blocks*: maximal runs of steps in which no EV arrives or leaves and
@@ -29,17 +33,17 @@ Variables
 Constraints (sparse incidence matrices stacked into one ``A @ [y; t] <= b``)
     site:     ``sum_{j in b} y_j <= C_b * len_b * h``                (one row per block)
     need:     ``sum_{j of i} y_j <= E_i``                            (one row per EV)
-    fairness: ``E_i * t - sum_{j of i} y_j <= 0``                    (one row per EV)
+    fairness: ``N_i * t - sum_{j of i} y_j <= D_i``                  (one row per EV; ``N_i = D_i + E_i``)
 
 Objective (maximise) ``W1 * t + sum_j (1 - g_blk(j)) * y_j``
     with ``g_b = (p_b + delta * c_b) / (2 s)``: ``c_b`` the block's mid time as a fraction of the
     horizon (in ``(0, 1)``), ``p_b`` its price (0 without prices), ``delta = w * gap / 2`` (``gap``
     the smallest difference between two distinct prices, 1 without; ``w`` the
     ``earliness_weight`` option), ``s = max_b |p_b + delta * c_b|`` so that ``|g_b| <= 1/2``, and
-    ``W1 = sum(E) * (2 (g_max - g_min) + 1)``.
+    ``W1 = sum(N) * (2 (g_max - g_min) + 1)``.
 
 Why these weights give the strict order (the relaxed problem is a flow: source -> EV (capacity
-``E_i``, lower bound ``t * E_i``) -> block (capacity of ``y_j``) -> sink (capacity of the site
+``E_i``, lower bound ``t * N_i - D_i``) -> block (capacity of ``y_j``) -> sink (capacity of the site
 row); cost and earliness depend only on the block loads):
 
 * energy over cost and earliness: below the maximum total there is an augmenting path; it never
@@ -58,7 +62,28 @@ row); cost and earliness depend only on the block loads):
 
 So one LP solve gives the lexicographic optimum of levels 1-4 (the tests check levels 1-3 against
 sequential solves). HiGHS runs dual simplex with presolve and scaling off: the matrix holds only
-ones and the ``E_i``, and scaling made fleet-1000 five times slower.
+ones and the ``N_i``, and scaling made fleet-1000 five times slower.
+
+Matrix form
+    The model is built with numpy as one CSC matrix and handed to HiGHS directly
+    (:mod:`optivgi.algorithms.highs`): no per-element expressions and no modelling layer, so the
+    build is a few vectorised passes over the ``nnz`` pairs and memory is linear in them (at
+    5000 EVs x 480 steps, about a million pairs). ``backend="cvxpy"`` passes the same matrices
+    through cvxpy instead, for cross-checks; it is several times slower at scale.
+
+The first step
+    With departures unknown (every connected EV planned to the horizon end) the whole horizon is
+    often one block, so how a block's energy is laid out decides what the cars get now, and a
+    closed loop only ever applies the first step. Step 0 is therefore laid out on its own: each EV
+    of the first block gets at least what it must have now for the rest of its block energy to
+    fit at its max power in the block's remaining steps (``u_j = max(0, y_j / h - (len - 1) max_i)``);
+    on top of that the step's limit is shared by water-filling on the session totals, raising the
+    lowest ``(D_i + h p_i) / N_i`` first, each EV capped at its max and at its block energy. So the
+    step is filled whenever the block's energies allow, and a car that got less so far is served
+    first: no energy is held back for a departure time nobody knows. What is left of each block
+    energy fits flat in the remaining steps (each ``<= max * (len - 1) * h`` and their sum
+    ``<= C * (len - 1) * h``, because the step gave either the whole limit or every EV its cap), so
+    the rest of the block is laid out as every other block.
 
 Inside a block
     Each EV's flat rate ``f_j = y_j / (len_b * h)`` is multiplied by the block's common factor
@@ -92,11 +117,14 @@ Minimum powers ("0 or at least min", not convex)
     where headroom is too small to pulse a sub-minimum plan before departure; the tests bound
     that loss at 0.1 % of the relaxed optimum on every scenario.
 
-Failures
-    HiGHS gets ``time_limit`` = what is left of ``time_limit_s`` after the model is built. A solver
-    error, any status other than optimal, or running past ``time_limit_s`` raises
-    :class:`~optivgi.errors.InfeasibleScheduleError` naming the status; the planner then falls
-    back to ``equal-share`` for that cycle.
+Failures and the time budget
+    HiGHS gets ``time_limit`` = what is left of ``time_limit_s`` after the model is built. When it
+    stops at that limit with a point, that point (clipped to the bounds and scaled into every row,
+    so it is feasible) is used: the schedule is valid but not proven optimal, and
+    :attr:`LPAlgorithm.last_note` says so (the planner puts it in the schedule's note and the
+    cycle log). A solver error, no feasible point, any other status, or a budget used up while
+    building raises :class:`~optivgi.errors.InfeasibleScheduleError` naming the status; the
+    planner then uses the previous cycle's plan (shifted) or its fallback for that cycle.
 """
 
 from __future__ import annotations
@@ -106,42 +134,36 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import cvxpy as cp
 import numpy as np
-import numpy.typing as npt
 import scipy.sparse as sp
 
 from optivgi.algorithms.base import Algorithm, FloatArray, IntArray, Problem
+from optivgi.algorithms.equal_share import water_fill
+from optivgi.algorithms.highs import LPResult, new_highs, solve_lp
+from optivgi.algorithms.repair import ZERO_KW, fit_site_limit, repair_min_power
 from optivgi.errors import InfeasibleScheduleError
 
 __all__ = ["LPAlgorithm", "repair_min_power"]
 
-BoolArray = npt.NDArray[np.bool_]
-
 logger = logging.getLogger(__name__)
 
-#: Powers below this are solver round-off and read as 0 [kW].
-_ZERO_KW = 1e-9
-#: A relaxed power this close under its minimum counts as at the minimum [kW].
-_SNAP_KW = 1e-7
-#: What a step is cut below its limit when round-off put it above [kW].
-_MARGIN_KW = 1e-9
-#: Relative round-off of a sum of powers that may differ with the order of summation.
-_ROUND_OFF = 1e-12
+_BACKENDS = ("highs", "cvxpy")
 
 
 class LPAlgorithm(Algorithm):
-    """Max-min fair, energy-maximal, cost- and time-aware LP (cvxpy + HiGHS); see the module doc.
+    """Max-min fair (on session totals), energy-maximal, cost- and time-aware LP on HiGHS.
 
     Args:
-        time_limit_s: wall-time budget for building and solving [s]; past it the solve fails with
-            :class:`~optivgi.errors.InfeasibleScheduleError`.
+        time_limit_s: wall-time budget for building and solving [s]; see "Failures and the time
+            budget" in the module doc.
         earliness_weight: in ``[0, 1]``: share of the largest provably safe weight on charging
             early (level 4). 0 turns the tie-break off.
-        canon_backend: cvxpy canonicalisation backend (``"SCIPY"``, ``"CPP"`` or ``"COO"``).
+        backend: ``"highs"`` (HiGHS called directly, the default) or ``"cvxpy"`` (the same
+            matrices through cvxpy's HiGHS interface; slower, for cross-checks).
+        canon_backend: cvxpy canonicalisation backend for ``backend="cvxpy"``.
         highs_options: extra HiGHS options, applied last (they override the defaults
             ``presolve="off"``, ``simplex_scale_strategy=0``).
-        verbose: let cvxpy and HiGHS print their logs.
+        verbose: let HiGHS (and cvxpy) print their logs.
 
     Raises:
         ValueError: an option out of range.
@@ -154,6 +176,7 @@ class LPAlgorithm(Algorithm):
         *,
         time_limit_s: float = 30.0,
         earliness_weight: float = 1.0,
+        backend: str = "highs",
         canon_backend: str = "SCIPY",
         highs_options: Mapping[str, Any] | None = None,
         verbose: bool = False,
@@ -162,22 +185,26 @@ class LPAlgorithm(Algorithm):
             raise ValueError(f"'time_limit_s' must be a finite number >= 0, got {time_limit_s!r}")
         if not 0.0 <= earliness_weight <= 1.0:
             raise ValueError(f"'earliness_weight' must lie in [0, 1], got {earliness_weight!r}")
+        if backend not in _BACKENDS:
+            raise ValueError(f"'backend' must be one of {_BACKENDS}, got {backend!r}")
         self.time_limit_s = float(time_limit_s)
         self.earliness_weight = float(earliness_weight)
+        self.backend = backend
         self.canon_backend = canon_backend
         self.highs_options: dict[str, Any] = dict(highs_options or {})
         self.verbose = verbose
-        #: Wall times of the last :meth:`solve` [s]: ``build``, ``solve`` (cvxpy + HiGHS), ``canon``
-        #: (cvxpy compile), ``highs``
-        #: (HiGHS alone), ``repair``; for profiling.
+        #: Wall times of the last :meth:`solve` [s]: ``build``, ``solve`` (HiGHS call), ``highs``
+        #: (HiGHS alone), ``layout``, ``repair``; for profiling.
         self.last_timings: dict[str, float] = {}
+        #: Why the last schedule is not the proven optimum (the time budget ran out), else None.
+        self.last_note: str | None = None
 
     def solve(self, problem: Problem) -> FloatArray:
         """Return the ``(n_evs, n_steps)`` schedule [kW]; see the module doc for the rules.
 
         Raises:
-            InfeasibleScheduleError: HiGHS failed, ended without an optimal solution, or the
-                time budget ran out.
+            InfeasibleScheduleError: HiGHS failed, ended without a feasible point, or the time
+                budget ran out before it could start.
         """
         relaxed = self.solve_relaxed(problem)
         t1 = time.perf_counter()
@@ -197,6 +224,7 @@ class LPAlgorithm(Algorithm):
         """
         t0 = time.perf_counter()
         self.last_timings = {}
+        self.last_note = None
         n, n_steps, h = problem.n_evs, problem.n_steps, problem.step_hours
         power = problem.zeros()
         if n == 0 or n_steps == 0:
@@ -214,21 +242,24 @@ class LPAlgorithm(Algorithm):
         n_blocks = blen.size
         cap_b = limit[start_b] * blen * h  # site energy per block [kWh]
 
+        energy = problem.energy_kwh
         first_b = np.searchsorted(bounds, first)
-        count = np.where(problem.energy_kwh > 0, np.maximum(np.searchsorted(bounds, end) - first_b, 0), 0)
+        count = np.where(energy > 0, np.maximum(np.searchsorted(bounds, end) - first_b, 0), 0)
         ev = np.repeat(np.arange(n), count)
         offset = np.repeat(np.cumsum(count) - count, count)
         blk = np.arange(ev.size) - offset + np.repeat(first_b, count)
-        energy = problem.energy_kwh
         upper = np.minimum(np.minimum(problem.max_power_kw[ev], limit[start_b[blk]]) * blen[blk] * h,
                            energy[ev])
         keep = upper > 0
-        ev, blk, upper = ev[keep], blk[keep], upper[keep]
+        if not keep.all():
+            ev, blk, upper = ev[keep], blk[keep], upper[keep]
         nnz = ev.size
         if nnz == 0:
             return power
         # The EVs that can receive energy: the fairness level is taken over these.
         fair = np.flatnonzero(np.bincount(ev, minlength=n) > 0)
+        done = problem.delivered
+        total_need = done + energy
 
         # Per-kWh weight of each block: price, then earliness (see the module doc for the bounds).
         mid = (start_b + blen / 2.0) / n_steps
@@ -242,23 +273,31 @@ class LPAlgorithm(Algorithm):
         span = float(np.max(np.abs(g_raw[used])))
         g = g_raw / (2.0 * span) if span > 0 else np.zeros(n_blocks)
         g_used = g[used]
-        w_t = float(energy[fair].sum()) * (2.0 * float(g_used.max() - g_used.min()) + 1.0)
+        w_t = float(total_need[fair].sum()) * (2.0 * float(g_used.max() - g_used.min()) + 1.0)
         cost = np.append(1.0 - g[blk], w_t)
 
-        cols = np.arange(nnz)
+        # Columns [y; t], rows [site per block; need per EV; fairness per EV], built as CSC:
+        # column j holds (blk_j, 1), (need row of ev_j, 1), (fairness row of ev_j, -1), already
+        # sorted by row; column t holds N_i in the fairness rows.
         n_fair = fair.size
         row_of = np.full(n, -1, dtype=np.int64)
         row_of[fair] = np.arange(n_fair)
         er = row_of[ev]
-        rows = np.concatenate([blk, n_blocks + er, n_blocks + n_fair + er,
-                               np.arange(n_blocks + n_fair, n_blocks + 2 * n_fair)])
-        colidx = np.concatenate([cols, cols, cols, np.full(n_fair, nnz)])
-        vals = np.concatenate([np.ones(2 * nnz), -np.ones(nnz), energy[fair]])
-        a_mat = sp.csc_matrix((vals, (rows, colidx)), shape=(n_blocks + 2 * n_fair, nnz + 1))
-        rhs = np.concatenate([cap_b, energy[fair], np.zeros(n_fair)])
+        indices = np.empty(3 * nnz + n_fair, dtype=np.int32)
+        indices[0:3 * nnz:3] = blk
+        indices[1:3 * nnz:3] = n_blocks + er
+        indices[2:3 * nnz:3] = n_blocks + n_fair + er
+        indices[3 * nnz:] = np.arange(n_blocks + n_fair, n_blocks + 2 * n_fair)
+        data = np.empty(3 * nnz + n_fair)
+        data[0:3 * nnz:3] = 1.0
+        data[1:3 * nnz:3] = 1.0
+        data[2:3 * nnz:3] = -1.0
+        data[3 * nnz:] = total_need[fair]
+        indptr = np.append(np.arange(0, 3 * nnz + 1, 3), 3 * nnz + n_fair).astype(np.int32)
+        a_mat = sp.csc_matrix((data, indices, indptr), shape=(n_blocks + 2 * n_fair, nnz + 1))
+        rhs = np.concatenate([cap_b, energy[fair], done[fair]])
+        col_upper = np.append(upper, 1.0)
 
-        z = cp.Variable(nnz + 1, bounds=[np.zeros(nnz + 1), np.append(upper, 1.0)])
-        prob = cp.Problem(cp.Maximize(cost @ z), [a_mat @ z <= rhs])
         built = time.perf_counter()
         self.last_timings["build"] = built - t0
         left = self.time_limit_s - (built - t0)
@@ -266,28 +305,121 @@ class LPAlgorithm(Algorithm):
             raise InfeasibleScheduleError(
                 f"lp: time budget of {self.time_limit_s:g} s used up while building the model")
         options: dict[str, Any] = {"presolve": "off", "simplex_scale_strategy": 0, "time_limit": left}
+        if self.verbose:
+            options.update(output_flag=True, log_to_console=True)
         options.update(self.highs_options)
-        try:
-            prob.solve(solver=cp.HIGHS, ignore_dpp=True, canon_backend=self.canon_backend,  # type: ignore[no-untyped-call]
-                       verbose=self.verbose, highs_options=options)
-        except cp.error.SolverError as exc:
-            raise InfeasibleScheduleError(f"lp: HiGHS failed (status {prob.status!r}): {exc}") from exc
+        if self.backend == "cvxpy":
+            result = _solve_cvxpy(cost, a_mat, rhs, col_upper, options, self.canon_backend, self.verbose)
+        else:
+            result = solve_lp(cost, a_mat, rhs, np.zeros(nnz + 1), col_upper, maximize=True, options=options)
         solved = time.perf_counter()
         self.last_timings["solve"] = solved - built
-        if prob.status != cp.OPTIMAL or z.value is None:
-            raise InfeasibleScheduleError(f"lp: HiGHS ended with status {prob.status!r}")
-        if solved - t0 > self.time_limit_s:
-            raise InfeasibleScheduleError(
-                f"lp: time budget of {self.time_limit_s:g} s exceeded ({solved - t0:.3f} s)")
-        self.last_timings["canon"] = float(prob.compilation_time or 0.0)
-        self.last_timings["highs"] = float(prob.solver_stats.solve_time or 0.0)
-        y = np.clip(np.asarray(z.value, dtype=np.float64)[:nnz], 0.0, upper)
-        logger.debug("lp: %d EVs, %d blocks, %d variables, t=%.6f, %.4f s", n, n_blocks, nnz,
-                     float(z.value[nnz]), solved - t0)
+        self.last_timings["highs"] = result.seconds
+        if result.x is None:
+            raise InfeasibleScheduleError(f"lp: HiGHS ended with status {result.status!r} and no solution")
+        z = np.clip(result.x, 0.0, col_upper)
+        if not result.optimal:
+            if result.status != "Time limit reached":
+                raise InfeasibleScheduleError(f"lp: HiGHS ended with status {result.status!r}")
+            z = _make_feasible(z, a_mat, rhs, nnz)
+            self.last_note = (f"lp: HiGHS stopped at its time limit after {solved - t0:.2f} s (budget "
+                              f"{self.time_limit_s:g} s); used the best plan it had found, made feasible "
+                              "(not proven optimal)")
+            logger.warning("%s", self.last_note)
+        y = z[:nnz]
+        logger.debug("lp: %d EVs, %d blocks, %d variables, t=%.6f, %.4f s", n, n_blocks, nnz, float(z[nnz]),
+                     solved - t0)
+        power = _layout(problem, y, ev, blk, start_b, blen)
+        power[power < ZERO_KW] = 0.0
+        self.last_timings["layout"] = time.perf_counter() - solved
+        return fit_site_limit(power, limit, np.zeros(n), problem.max_power_kw)
 
-        power = _spread_in_blocks(problem, y, ev, blk, start_b, blen)
-        power[power < _ZERO_KW] = 0.0
-        return _fit_site_limit(power, limit, np.zeros(n), problem.max_power_kw)
+
+def _make_feasible(z: FloatArray, a_mat: sp.csc_matrix, rhs: FloatArray, nnz: int) -> FloatArray:
+    """Scale a point that may break some rows (an interrupted solve) into one that breaks none.
+
+    Site and need rows have only non-negative coefficients on ``y``: scaling the ``y`` of an
+    over-full row down fixes it and breaks no other. Then ``t`` is lowered to what the ``y``
+    give every EV.
+    """
+    n_fair = int(np.count_nonzero(a_mat[:, nnz].toarray()))
+    n_rows = a_mat.shape[0]
+    caps = n_rows - n_fair
+    y = z[:nnz].copy()
+    a_y = a_mat[:caps, :nnz].tocsr()
+    for _ in range(2):
+        load = a_y @ y
+        ratio = np.where(load > rhs[:caps], rhs[:caps] / np.where(load > 0, load, 1.0), 1.0)
+        worst = np.ones(nnz)
+        coo = a_y.tocoo()
+        np.minimum.at(worst, coo.col, ratio[coo.row])
+        y *= worst * (1.0 - 1e-12)
+    fair_rows = a_mat[caps:, :].tocsr()
+    need = fair_rows[:, nnz].toarray().ravel()
+    got = -(fair_rows[:, :nnz] @ y)  # sum of y per EV
+    t = float(np.min((rhs[caps:] + got) / need)) if n_fair else 0.0
+    return np.append(y, max(0.0, min(1.0, t)))
+
+
+def _solve_cvxpy(cost: FloatArray, a_mat: sp.csc_matrix, rhs: FloatArray, col_upper: FloatArray,
+                 options: dict[str, Any], canon_backend: str, verbose: bool) -> LPResult:
+    """The same LP through cvxpy (for cross-checks); never raises for a solver failure."""
+    import cvxpy as cp
+
+    new_highs()  # HiGHS's one-off banner goes to /dev/null before cvxpy makes its own solver
+    z = cp.Variable(cost.size, bounds=[np.zeros(cost.size), col_upper])
+    prob = cp.Problem(cp.Maximize(cost @ z), [a_mat @ z <= rhs])
+    opts = {k: v for k, v in options.items() if k not in ("output_flag", "log_to_console")}
+    try:
+        prob.solve(solver=cp.HIGHS, ignore_dpp=True, canon_backend=canon_backend,  # type: ignore[no-untyped-call]
+                   verbose=verbose, highs_options=opts)
+    except cp.error.SolverError as exc:
+        return LPResult(f"solver error: {exc}", False, None, 0.0)
+    x = None if z.value is None else np.asarray(z.value, dtype=np.float64)
+    stats = prob.solver_stats
+    seconds = float(stats.solve_time or 0.0) if stats is not None else 0.0
+    return LPResult(str(prob.status), prob.status == cp.OPTIMAL, x, seconds)
+
+
+def _layout(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArray, start_b: IntArray,
+            blen: IntArray) -> FloatArray:
+    """Block energies ``y`` [kWh] to step powers [kW]: step 0 fairly and full, then block by block.
+
+    See "The first step" and "Inside a block" in the module doc.
+    """
+    h = problem.step_hours
+    pmax = problem.max_power_kw
+    first = blk == 0
+    step0 = np.zeros(0)
+    if first.any() and blen[0] >= 1:
+        rows = ev[first]
+        y0 = y[first]
+        must = np.maximum(y0 / h - (blen[0] - 1) * pmax[rows], 0.0)
+        top = np.maximum(np.minimum(pmax[rows], y0 / h), must)
+        done = problem.delivered[rows]
+        # Water-filling on (D + h p) / N: shift by D / h so the common level is on the totals.
+        shift = done / h
+        room = float(problem.site_limit_kw[0])
+        lo_sum = float(must.sum())
+        if lo_sum >= room:
+            step0 = must
+        else:
+            step0 = water_fill(must + shift, top + shift, room + float(shift.sum()),
+                               weight=(done + problem.energy_kwh[rows]) / h) - shift
+            step0 = np.clip(step0, must, top)
+        y = y.copy()
+        y[first] = np.maximum(y0 - step0 * h, 0.0)
+        if blen[0] == 1:
+            y[first] = 0.0
+    # Step 0 becomes its own block; the rest of block 0 starts at step 1.
+    start_r, blen_r = start_b.copy(), blen.copy()
+    if step0.size:
+        start_r[0] += 1
+        blen_r[0] -= 1
+    rest = _spread_in_blocks(problem, y, ev, blk, start_r, blen_r)
+    if step0.size:
+        rest[ev[first], 0] = step0
+    return rest
 
 
 def _spread_in_blocks(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArray, start_b: IntArray,
@@ -304,9 +436,10 @@ def _spread_in_blocks(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArr
     n, n_steps, h = problem.n_evs, problem.n_steps, problem.step_hours
     n_blocks = blen.size
     length = blen[blk]
-    flat = y / (length * h)
+    safe_len = np.where(length > 0, length, 1)
+    flat = np.where(length > 0, y / (safe_len * h), 0.0)
     flat_sum = np.bincount(blk, weights=flat, minlength=n_blocks)
-    room = problem.site_limit_kw[start_b]
+    room = problem.site_limit_kw[np.minimum(start_b, n_steps - 1)]
     factor = np.where(flat_sum > 0, room / np.where(flat_sum > 0, flat_sum, 1.0), 1.0)
     rate = np.maximum(np.minimum(problem.max_power_kw[ev], factor[blk] * flat), flat)
     steps = np.where(rate > 0, y / (np.where(rate > 0, rate, 1.0) * h), 0.0)
@@ -317,121 +450,12 @@ def _spread_in_blocks(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArr
     full_b = np.zeros((n, n_blocks), dtype=np.int64)
     rest_b = np.zeros((n, n_blocks))
     rate_b[ev, blk], full_b[ev, blk], rest_b[ev, blk] = rate, full, rest
+    # The blocks tile the steps from start_b[0] to the horizon end.
     block_of = np.repeat(np.arange(n_blocks), blen)
-    rel = (np.arange(n_steps) - start_b[block_of])[None, :]
+    k0 = int(start_b[0])
+    rel = (np.arange(k0, k0 + block_of.size) - start_b[block_of])[None, :]
     full_k = full_b[:, block_of]
-    return np.where(rel < full_k, rate_b[:, block_of], np.where(rel == full_k, rest_b[:, block_of], 0.0))
-
-
-# -- minimum-power repair ----------------------------------------------------------------------
-
-
-def _fit_site_limit(power: FloatArray, limit: FloatArray, pmin: FloatArray, pmax: FloatArray) -> FloatArray:
-    """Clip to ``[0, max]`` and keep every step's load strictly within its limit despite round-off.
-
-    A step whose load is within round-off of its limit, or above it, loses what is above plus
-    :data:`_MARGIN_KW` from the EV with most power above its minimum, so the load stays under the
-    limit whatever order it is summed in and no power drops below its minimum. A step above its
-    limit where no single EV has that much slack is scaled down instead.
-    """
-    power = np.ascontiguousarray(np.clip(power, 0.0, pmax[:, None]))
-    load = power.sum(axis=0)
-    cols = np.flatnonzero(load > limit - _ROUND_OFF * np.maximum(limit, 1.0))
-    if cols.size == 0:
-        return power
-    cut = np.maximum(load[cols] - limit[cols], 0.0) + _MARGIN_KW
-    sub = power[:, cols]
-    slack = np.where(sub > 0, sub - pmin[:, None], 0.0)
-    row = np.argmax(slack, axis=0)
-    ok = slack[row, np.arange(cols.size)] >= cut
-    power[row[ok], cols[ok]] -= cut[ok]
-    bad = cols[~ok & (load[cols] > limit[cols])]
-    if bad.size:
-        power[:, bad] *= limit[bad] / load[bad]
+    power = np.zeros((n, n_steps))
+    power[:, k0:k0 + block_of.size] = np.where(
+        rel < full_k, rate_b[:, block_of], np.where(rel == full_k, rest_b[:, block_of], 0.0))
     return power
-
-
-def repair_min_power(problem: Problem, relaxed: FloatArray) -> FloatArray:
-    """Turn a schedule that ignores minimum powers into one where each power is 0 or in [min, max].
-
-    ``relaxed`` [kW] must respect windows, maximum powers and the site limit. EVs with no power
-    strictly between 0 and their minimum keep their powers; the others are replanned with the
-    backlog rule of the module doc inside the headroom the kept EVs leave. Returns a new array.
-    """
-    n, n_steps, h = problem.n_evs, problem.n_steps, problem.step_hours
-    if n == 0 or n_steps == 0:
-        return relaxed.copy()
-    pmin, pmax = problem.min_power_kw, problem.max_power_kw
-    power = np.minimum(np.maximum(relaxed, 0.0), pmax[:, None])
-    power[power < _ZERO_KW] = 0.0
-    near = (power > 0) & (power < pmin[:, None]) & (power >= pmin[:, None] - _SNAP_KW)
-    power = np.where(near, pmin[:, None], power)
-    sub = (power > 0) & (power < pmin[:, None])
-    rows = np.flatnonzero(sub.any(axis=1))
-    if rows.size == 0:
-        return _fit_site_limit(power, problem.site_limit_kw, pmin, pmax)
-
-    limit = problem.site_limit_kw
-    plan = power[rows]
-    kept_load = power.sum(axis=0) - plan.sum(axis=0)
-    headroom = np.maximum(limit - kept_load, 0.0)
-    first, end = problem.first_step[rows], problem.end_step[rows]
-    lo, hi = pmin[rows], pmax[rows]
-    need = problem.energy_kwh[rows]
-    backlog = np.zeros(rows.size)
-    delivered = np.zeros(rows.size)
-    out = np.zeros_like(plan)
-    for k in range(int(first.min()), int(end.max())):
-        inside = (first <= k) & (k < end)
-        ask = np.minimum(np.clip(plan[:, k] + backlog / h, 0.0, hi),
-                         np.maximum(need - delivered, 0.0) / h)
-        due = inside & (ask >= 0.5 * lo) & (ask > 0)
-        extra = inside & ~due & (ask > 0)
-        want = np.maximum(ask, lo)
-        got = _fit_step(want, np.minimum(np.maximum(plan[:, k], lo), want), lo, due, extra,
-                        backlog + plan[:, k] * h, float(headroom[k]))
-        out[:, k] = got
-        backlog += (plan[:, k] - got) * h
-        delivered += got * h
-    power[rows] = out
-    return _fit_site_limit(power, limit, pmin, pmax)
-
-
-def _fit_step(want: FloatArray, base: FloatArray, lo: FloatArray, due: BoolArray, extra: BoolArray,
-              priority: FloatArray, room: float) -> FloatArray:
-    """Powers [kW] of the replanned EVs in one step, within ``room`` [kW].
-
-    Fills, in this order and each while it fits: the ``due`` EVs at their minimum ``lo``, then up
-    to ``base`` (this step's plan, at least the minimum); the ``extra`` EVs (owed less than half a
-    minimum) at their minimum; the due EVs up to ``want`` (catching up a backlog). When even the
-    due minimums do not fit, the EVs owed most (``priority`` [kWh], ties to the lower row) are kept
-    while their minimums fit and the others pause.
-    """
-    got = np.zeros_like(want)
-    idx = np.flatnonzero(due)
-    if float(lo[idx].sum()) > room:
-        order = idx[np.argsort(-priority[idx], kind="stable")]
-        idx = order[np.cumsum(lo[order]) <= room]
-    got[idx] = lo[idx]
-    left = _raise_towards(got, idx, base, room - float(lo[idx].sum()))
-    more = np.flatnonzero(extra)
-    if more.size and left > 0:
-        order = more[np.argsort(-priority[more], kind="stable")]
-        order = order[np.cumsum(lo[order]) <= left]
-        got[order] = lo[order]
-        left -= float(lo[order].sum())
-    _raise_towards(got, idx, want, left)
-    return got
-
-
-def _raise_towards(got: FloatArray, idx: IntArray, top: FloatArray, left: float) -> float:
-    """Raise ``got[idx]`` towards ``top[idx]`` within ``left`` [kW], proportionally; return what is left."""
-    if left <= 0:
-        return 0.0
-    above = np.maximum(top[idx] - got[idx], 0.0)
-    spare = float(above.sum())
-    if spare <= left:
-        got[idx] += above
-        return left - spare
-    got[idx] += above * (left / spare)
-    return 0.0

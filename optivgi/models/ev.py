@@ -92,6 +92,10 @@ class EV:
             (the scheduler fills it in from the translation or the ``VOLTAGE`` setting).
         phases: number of phases used for amp conversions (1 or 3).
         transaction_id: the CSMS's transaction id, when there is one.
+        delivered_kwh: energy already delivered in this session [kWh, always kWh whatever
+            ``unit``], finite and >= 0 (0 when unknown). ``energy`` is what is still needed on
+            top of it, so ``delivered_kwh + energy_kwh`` is the session's total need; the ``lp``
+            algorithm is fair on that total, so a session that got less earlier is favoured now.
         power: the last planned power per step [kW], filled in by the scheduler.
     """
 
@@ -108,6 +112,7 @@ class EV:
     voltage: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))
     phases: int = attrs.field(default=1)
     transaction_id: str | int | None = None
+    delivered_kwh: float = attrs.field(default=0.0, validator=_finite_nonneg)
     power: list[float] = attrs.field(factory=list, repr=False)
 
     @ev_id.validator
