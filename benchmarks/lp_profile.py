@@ -1,4 +1,4 @@
-"""Where the ``lp`` algorithm spends its time: model build, cvxpy, HiGHS, min-power repair.
+"""Where the ``lp`` algorithm spends its time: model build, HiGHS, layout, min-power repair.
 
 Usage: ``python benchmarks/lp_profile.py [SCENARIO_DIR] [--runs N] [--scenario NAME ...]``
 (default: ``../shared/scenarios`` next to the repository, fleet-200 and fleet-1000, 3 runs).
@@ -17,7 +17,7 @@ from optivgi.algorithms.lp import LPAlgorithm
 from optivgi.planner import plan
 from optivgi.scenario import load_scenario
 
-_PARTS = ("build", "canon", "highs", "cvxpy other", "repair", "validate", "total")
+_PARTS = ("build", "highs", "call other", "layout", "repair", "validate", "total")
 
 
 def profile(path: Path, runs: int) -> None:
@@ -32,9 +32,9 @@ def profile(path: Path, runs: int) -> None:
         if schedule.algorithm != "lp":
             raise SystemExit(f"{path.stem}: lp fell back to {schedule.algorithm!r}: {schedule.note}")
         t = algo.last_timings
-        other = t["solve"] - t["canon"] - t["highs"]
-        validate = total - t["build"] - t["solve"] - t["repair"]
-        rows.append((t["build"], t["canon"], t["highs"], other, t["repair"], validate, total))
+        other = t["solve"] - t["highs"]
+        validate = total - t["build"] - t["solve"] - t["layout"] - t["repair"]
+        rows.append((t["build"], t["highs"], other, t["layout"], t["repair"], validate, total))
     print(f"{path.stem}: {problem.n_evs} EVs x {problem.n_steps} steps")
     print("  run  " + "  ".join(f"{p:>11s}" for p in _PARTS))
     for i, row in enumerate(rows, 1):

@@ -41,8 +41,9 @@ def problem_of(name: str) -> Problem:
 @functools.cache
 def lp_schedule(name: str) -> FloatArray:
     problem = problem_of(name)
-    schedule = plan(problem, LPAlgorithm())
-    assert schedule.algorithm == "lp", schedule.note
+    # A generous budget: the machine running the tests may be loaded; speed is benchmarked.
+    schedule = plan(problem, LPAlgorithm(time_limit_s=900.0))
+    assert schedule.algorithm == "lp" and not schedule.note, schedule.note
     return np.asarray(schedule.power_kw)
 
 

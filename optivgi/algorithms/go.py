@@ -1,4 +1,10 @@
-"""Go: a fast, departure-aware heuristic (minimums first, then a proportional split)."""
+"""Go: a departure-aware greedy heuristic (minimums first, then a proportional split).
+
+It is a heuristic, not a fast path: it makes two Python passes over every step (one numpy
+pass over the EVs present per step), so on small sites (a few EVs, hundreds of steps) it is
+slower than ``lp``, whose cost there is one small LP; it overtakes ``lp`` only on large fleets.
+Use it for its behaviour (no solver, departure-aware), not for speed.
+"""
 
 from __future__ import annotations
 
@@ -79,7 +85,7 @@ def _greedy_pass(
 
 
 class GoAlgorithm(Algorithm):
-    """Fast heuristic: an as-late-as-possible plan, then the same energy moved as early as possible.
+    """Greedy heuristic: an as-late-as-possible plan, then the same energy moved as early as possible.
 
     Both passes run step by step (one vectorised numpy pass per step over the EVs present), and
     each step is filled the same way, for the EVs inside their window that still need energy:

@@ -135,10 +135,11 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from optivgi.algorithms.base import Algorithm, FloatArray, IntArray, Problem
-from optivgi.algorithms.equal_share import water_fill
+from optivgi.algorithms.equal_share import fit_minimums, water_fill
 from optivgi.algorithms.highs import LPResult, new_highs, solve_lp
 from optivgi.algorithms.repair import ZERO_KW, fit_site_limit, repair_min_power
 from optivgi.errors import InfeasibleScheduleError
@@ -163,6 +164,8 @@ class LPAlgorithm(Algorithm):
         canon_backend: cvxpy canonicalisation backend for ``backend="cvxpy"``.
         highs_options: extra HiGHS options, applied last (they override the defaults
             ``presolve="off"``, ``simplex_scale_strategy=0``).
+        column_generation: start HiGHS from each EV's earliest blocks and add the others only
+            when their reduced cost says they help (see "Matrix form"); the optimum is the same.
         verbose: let HiGHS (and cvxpy) print their logs.
 
     Raises:
@@ -179,6 +182,7 @@ class LPAlgorithm(Algorithm):
         backend: str = "highs",
         canon_backend: str = "SCIPY",
         highs_options: Mapping[str, Any] | None = None,
+        column_generation: bool = True,
         verbose: bool = False,
     ) -> None:
         if not np.isfinite(time_limit_s) or time_limit_s < 0:
@@ -192,6 +196,7 @@ class LPAlgorithm(Algorithm):
         self.backend = backend
         self.canon_backend = canon_backend
         self.highs_options: dict[str, Any] = dict(highs_options or {})
+        self.column_generation = column_generation
         self.verbose = verbose
         #: Wall times of the last :meth:`solve` [s]: ``build``, ``solve`` (HiGHS call), ``highs``
         #: (HiGHS alone), ``layout``, ``repair``; for profiling.
@@ -208,7 +213,7 @@ class LPAlgorithm(Algorithm):
         """
         relaxed = self.solve_relaxed(problem)
         t1 = time.perf_counter()
-        power = repair_min_power(problem, relaxed)
+        power = _fill_first_step(problem, repair_min_power(problem, relaxed))
         self.last_timings["repair"] = time.perf_counter() - t1
         return power
 
@@ -311,7 +316,16 @@ class LPAlgorithm(Algorithm):
         if self.backend == "cvxpy":
             result = _solve_cvxpy(cost, a_mat, rhs, col_upper, options, self.canon_backend, self.verbose)
         else:
-            result = solve_lp(cost, a_mat, rhs, np.zeros(nnz + 1), col_upper, maximize=True, options=options)
+            # Column generation only pays when the first restricted solve is usually optimal
+            # already: without prices, where the earliest blocks are the ones the optimum uses.
+            start = None
+            if self.column_generation and price is None:
+                start = _start_columns(ev, cost[:nnz], upper, energy)
+                if start.sum() > 0.9 * start.size:
+                    start = None
+            result = solve_lp(cost, a_mat, rhs, np.zeros(nnz + 1), col_upper, maximize=True, options=options,
+                              start_columns=start)
+            self.last_timings["rounds"] = float(result.rounds)
         solved = time.perf_counter()
         self.last_timings["solve"] = solved - built
         self.last_timings["highs"] = result.seconds
@@ -333,6 +347,61 @@ class LPAlgorithm(Algorithm):
         power[power < ZERO_KW] = 0.0
         self.last_timings["layout"] = time.perf_counter() - solved
         return fit_site_limit(power, limit, np.zeros(n), problem.max_power_kw)
+
+
+def _fill_first_step(problem: Problem, power: FloatArray) -> FloatArray:
+    """Give step 0's idle headroom (left by pulsing minimum powers) to EVs that can still use it.
+
+    Those charging are raised towards their max, never past their remaining need over the plan,
+    max-min fairly; then paused EVs that still need energy start at their minimum, lowest
+    fraction of their total first, while the minimums fit. Later steps are left as they are.
+    """
+    if problem.n_evs == 0 or problem.n_steps == 0:
+        return power
+    h = problem.step_hours
+    p0 = power[:, 0]
+    room = float(problem.site_limit_kw[0]) * (1.0 - 1e-9) - float(p0.sum())
+    inside = (problem.first_step <= 0) & (problem.end_step > 0)
+    slack = problem.energy_kwh - power.sum(axis=1) * h
+    pmin, pmax = problem.min_power_kw, problem.max_power_kw
+    if room <= 1e-9 or not np.any(inside & (slack > 1e-9)):
+        return power
+    power = power.copy()
+    on = np.flatnonzero(inside & (p0 > 0) & (slack > 1e-9) & (p0 < pmax))
+    if on.size:
+        top = np.minimum(pmax[on], p0[on] + slack[on] / h)
+        new = water_fill(p0[on], top, float(p0[on].sum()) + room)
+        room -= float(new.sum() - p0[on].sum())
+        power[on, 0] = new
+    off = np.flatnonzero(inside & (p0 == 0) & (slack > 1e-9) & (pmax > 0))
+    if off.size and room > 1e-9:
+        lo = np.maximum(pmin[off], 1e-6)
+        total = problem.delivered[off] + problem.energy_kwh[off]
+        frac = np.where(total > 0, (problem.delivered[off] + power[off].sum(axis=1) * h) / total, 1.0)
+        pick = fit_minimums(lo, np.argsort(frac, kind="stable"), room)
+        if pick.size:
+            sel = off[pick]
+            top = np.maximum(np.minimum(pmax[sel], slack[sel] / h), lo[pick])
+            power[sel, 0] = water_fill(lo[pick], top, room)
+    return fit_site_limit(power, problem.site_limit_kw, pmin, pmax)
+
+
+def _start_columns(ev: IntArray, weight: FloatArray, upper: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool_]:
+    """Columns HiGHS starts from: each EV's best-paid blocks, until they could take twice its need.
+
+    ``weight`` is each pair's objective weight per kWh (earliness and price); ``t`` (the last
+    column) is always in.
+    """
+    order = np.lexsort((-weight, ev))
+    up = upper[order]
+    ev_o = ev[order]
+    cum = np.cumsum(up)
+    start = np.flatnonzero(np.r_[True, ev_o[1:] != ev_o[:-1]])
+    base = np.repeat(cum[start] - up[start], np.diff(np.r_[start, ev_o.size]))
+    chosen = np.zeros(ev.size + 1, dtype=bool)
+    chosen[order[cum - up - base < 2.0 * energy[ev_o]]] = True
+    chosen[-1] = True
+    return chosen
 
 
 def _make_feasible(z: FloatArray, a_mat: sp.csc_matrix, rhs: FloatArray, nnz: int) -> FloatArray:
@@ -395,18 +464,19 @@ def _layout(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArray, start_
         rows = ev[first]
         y0 = y[first]
         must = np.maximum(y0 / h - (blen[0] - 1) * pmax[rows], 0.0)
-        top = np.maximum(np.minimum(pmax[rows], y0 / h), must)
+        # Every EV with energy in the block charges now, at least at its minimum, when all the
+        # minimums fit; otherwise only what must be delivered now is held (the repair pulses it).
+        room = float(problem.site_limit_kw[0])
+        lo = np.where(y0 > 0, np.maximum(problem.min_power_kw[rows], must), 0.0)
+        if float(lo.sum()) > room:
+            lo = must
+        top = np.maximum(np.minimum(pmax[rows], y0 / h), lo)
         done = problem.delivered[rows]
+        total = done + problem.energy_kwh[rows]
         # Water-filling on (D + h p) / N: shift by D / h so the common level is on the totals.
         shift = done / h
-        room = float(problem.site_limit_kw[0])
-        lo_sum = float(must.sum())
-        if lo_sum >= room:
-            step0 = must
-        else:
-            step0 = water_fill(must + shift, top + shift, room + float(shift.sum()),
-                               weight=(done + problem.energy_kwh[rows]) / h) - shift
-            step0 = np.clip(step0, must, top)
+        step0 = water_fill(lo + shift, top + shift, room + float(shift.sum()), weight=total / h) - shift
+        step0 = np.clip(step0, lo, top)
         y = y.copy()
         y[first] = np.maximum(y0 - step0 * h, 0.0)
         if blen[0] == 1:
