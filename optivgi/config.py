@@ -19,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from optivgi.errors import ConfigurationError
 from optivgi.caps import MAX_RESOLUTION_S, MAX_STEPS
+from optivgi.errors import ConfigurationError
 from optivgi.models.ev import ChargingRateUnit
 
 __all__ = ["Settings", "mask_url", "read_dotenv"]

@@ -17,8 +17,6 @@ from typing import Any
 import attrs
 
 from optivgi.algorithms.base import Problem
-from optivgi.errors import ScenarioError
-from optivgi.jsonfile import read_json_file
 from optivgi.caps import (
     MAX_CELLS,
     MAX_EVS,
@@ -29,6 +27,8 @@ from optivgi.caps import (
     MAX_YEAR,
     MIN_YEAR,
 )
+from optivgi.errors import ScenarioError
+from optivgi.jsonfile import read_json_file
 from optivgi.models.ev import EV
 from optivgi.models.schedule import PowerSchedule
 from optivgi.models.site import SiteConstraints

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from optivgi.caps import MAX_NESTING, MAX_STEPS
 from optivgi.cli import main
 from optivgi.config import Settings, read_dotenv
 from optivgi.errors import ConfigurationError
-from optivgi.caps import MAX_NESTING, MAX_STEPS
 
 NOW = "2026-01-05T06:00:00Z"
 
