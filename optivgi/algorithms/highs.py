@@ -93,8 +93,8 @@ def _pass_model(solver: highspy.Highs, cost: FloatArray, a_csc: sp.csc_matrix, r
         int(highspy.ObjSense.kMaximize if maximize else highspy.ObjSense.kMinimize), 0.0,
         np.ascontiguousarray(cost, dtype=np.float64), np.ascontiguousarray(col_lower, dtype=np.float64),
         np.ascontiguousarray(col_upper, dtype=np.float64), np.full(n_rows, -highspy.kHighsInf),
-        np.ascontiguousarray(row_upper, dtype=np.float64), a_csc.indptr.astype(np.int32),
-        a_csc.indices.astype(np.int32), np.ascontiguousarray(a_csc.data, dtype=np.float64),
+        np.ascontiguousarray(row_upper, dtype=np.float64), np.asarray(a_csc.indptr, dtype=np.int32),
+        np.asarray(a_csc.indices, dtype=np.int32), np.ascontiguousarray(a_csc.data, dtype=np.float64),
         np.zeros(n_cols, dtype=np.int32))
     return bool(status != highspy.HighsStatus.kError)
 
@@ -161,4 +161,15 @@ def solve_lp(
     if info.primal_solution_status != 0:  # kSolutionStatusNone: HiGHS has no values at all
         x = np.zeros(n_cols)
         x[cols] = np.asarray(solver.getSolution().col_value, dtype=np.float64)
+    del solver
+    _release_freed_memory()
     return LPResult(text, status == highspy.HighsModelStatus.kOptimal, x, seconds, rounds)
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap HiGHS just freed back to the OS (glibc keeps it otherwise), so a planner
+    that solves every minute does not carry the largest solve's memory between cycles."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass

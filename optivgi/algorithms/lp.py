@@ -71,6 +71,13 @@ Matrix form
     5000 EVs x 480 steps, about a million pairs). ``backend="cvxpy"`` passes the same matrices
     through cvxpy instead, for cross-checks; it is several times slower at scale.
 
+    Without prices HiGHS first solves the LP restricted to each EV's earliest blocks (until they
+    could take 1.2 times its need) and then adds every pair whose reduced cost under the row duals
+    is positive, until none is (column generation): the optimum of the whole LP, usually from the
+    first, smaller solve. The minimum-power repair depends on which optimal vertex comes back;
+    when the repaired plan of that vertex loses fairness, the whole LP is solved and the fairer
+    repaired plan kept.
+
 The first step
     With departures unknown (every connected EV planned to the horizon end) the whole horizon is
     often one block, so how a block's energy is laid out decides what the cars get now, and a
@@ -138,9 +145,9 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from optivgi.algorithms.base import Algorithm, FloatArray, IntArray, Problem
-from optivgi.algorithms.equal_share import fit_minimums, water_fill
+from optivgi.algorithms.base import Algorithm, FloatArray, Problem
 from optivgi.algorithms.highs import LPResult, new_highs, solve_lp
+from optivgi.algorithms.lp_layout import Index, fill_first_step, layout, worst_share
 from optivgi.algorithms.repair import ZERO_KW, fit_site_limit, repair_min_power
 from optivgi.errors import InfeasibleScheduleError
 
@@ -149,6 +156,10 @@ __all__ = ["LPAlgorithm", "repair_min_power"]
 logger = logging.getLogger(__name__)
 
 _BACKENDS = ("highs", "cvxpy")
+
+#: Column generation starts from each EV's best blocks until they could take this many times its need.
+_START_NEED_FACTOR = 1.2
+
 
 
 class LPAlgorithm(Algorithm):
@@ -213,9 +224,28 @@ class LPAlgorithm(Algorithm):
         """
         relaxed = self.solve_relaxed(problem)
         t1 = time.perf_counter()
-        power = _fill_first_step(problem, repair_min_power(problem, relaxed))
+        power = self._repair(problem, relaxed)
         self.last_timings["repair"] = time.perf_counter() - t1
+        rows = (problem.energy_kwh > 0) & (relaxed.sum(axis=1) > 0)
+        lost = worst_share(problem, power, rows) < worst_share(problem, relaxed, rows) - 1e-4
+        if self.last_timings.get("rounds", 0.0) > 0 and lost:
+            # The repair of minimum powers depends on which optimal vertex HiGHS returns; when the
+            # one column generation found loses fairness there, the whole LP's vertex is tried too.
+            timings, note = self.last_timings, self.last_note
+            self.column_generation = False
+            try:
+                other = self._repair(problem, self.solve_relaxed(problem))
+            finally:
+                self.column_generation = True
+            if worst_share(problem, other, rows) > worst_share(problem, power, rows):
+                power = other
+            else:
+                self.last_timings, self.last_note = timings, note
         return power
+
+    @staticmethod
+    def _repair(problem: Problem, relaxed: FloatArray) -> FloatArray:
+        return fill_first_step(problem, repair_min_power(problem, relaxed), relaxed[:, 0] if relaxed.size else None)
 
     # -- relaxed LP ----------------------------------------------------------------------------
 
@@ -250,9 +280,9 @@ class LPAlgorithm(Algorithm):
         energy = problem.energy_kwh
         first_b = np.searchsorted(bounds, first)
         count = np.where(energy > 0, np.maximum(np.searchsorted(bounds, end) - first_b, 0), 0)
-        ev = np.repeat(np.arange(n), count)
-        offset = np.repeat(np.cumsum(count) - count, count)
-        blk = np.arange(ev.size) - offset + np.repeat(first_b, count)
+        ev = np.repeat(np.arange(n, dtype=np.int32), count)
+        blk = (np.arange(ev.size, dtype=np.int32)
+               - np.repeat((np.cumsum(count) - count - first_b).astype(np.int32), count))
         upper = np.minimum(np.minimum(problem.max_power_kw[ev], limit[start_b[blk]]) * blen[blk] * h,
                            energy[ev])
         keep = upper > 0
@@ -343,50 +373,13 @@ class LPAlgorithm(Algorithm):
         y = z[:nnz]
         logger.debug("lp: %d EVs, %d blocks, %d variables, t=%.6f, %.4f s", n, n_blocks, nnz, float(z[nnz]),
                      solved - t0)
-        power = _layout(problem, y, ev, blk, start_b, blen)
+        power = layout(problem, y, ev, blk, start_b, blen)
         power[power < ZERO_KW] = 0.0
         self.last_timings["layout"] = time.perf_counter() - solved
         return fit_site_limit(power, limit, np.zeros(n), problem.max_power_kw)
 
 
-def _fill_first_step(problem: Problem, power: FloatArray) -> FloatArray:
-    """Give step 0's idle headroom (left by pulsing minimum powers) to EVs that can still use it.
-
-    Those charging are raised towards their max, never past their remaining need over the plan,
-    max-min fairly; then paused EVs that still need energy start at their minimum, lowest
-    fraction of their total first, while the minimums fit. Later steps are left as they are.
-    """
-    if problem.n_evs == 0 or problem.n_steps == 0:
-        return power
-    h = problem.step_hours
-    p0 = power[:, 0]
-    room = float(problem.site_limit_kw[0]) * (1.0 - 1e-9) - float(p0.sum())
-    inside = (problem.first_step <= 0) & (problem.end_step > 0)
-    slack = problem.energy_kwh - power.sum(axis=1) * h
-    pmin, pmax = problem.min_power_kw, problem.max_power_kw
-    if room <= 1e-9 or not np.any(inside & (slack > 1e-9)):
-        return power
-    power = power.copy()
-    on = np.flatnonzero(inside & (p0 > 0) & (slack > 1e-9) & (p0 < pmax))
-    if on.size:
-        top = np.minimum(pmax[on], p0[on] + slack[on] / h)
-        new = water_fill(p0[on], top, float(p0[on].sum()) + room)
-        room -= float(new.sum() - p0[on].sum())
-        power[on, 0] = new
-    off = np.flatnonzero(inside & (p0 == 0) & (slack > 1e-9) & (pmax > 0))
-    if off.size and room > 1e-9:
-        lo = np.maximum(pmin[off], 1e-6)
-        total = problem.delivered[off] + problem.energy_kwh[off]
-        frac = np.where(total > 0, (problem.delivered[off] + power[off].sum(axis=1) * h) / total, 1.0)
-        pick = fit_minimums(lo, np.argsort(frac, kind="stable"), room)
-        if pick.size:
-            sel = off[pick]
-            top = np.maximum(np.minimum(pmax[sel], slack[sel] / h), lo[pick])
-            power[sel, 0] = water_fill(lo[pick], top, room)
-    return fit_site_limit(power, problem.site_limit_kw, pmin, pmax)
-
-
-def _start_columns(ev: IntArray, weight: FloatArray, upper: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool_]:
+def _start_columns(ev: Index, weight: FloatArray, upper: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool_]:
     """Columns HiGHS starts from: each EV's best-paid blocks, until they could take twice its need.
 
     ``weight`` is each pair's objective weight per kWh (earliness and price); ``t`` (the last
@@ -399,7 +392,7 @@ def _start_columns(ev: IntArray, weight: FloatArray, upper: FloatArray, energy: 
     start = np.flatnonzero(np.r_[True, ev_o[1:] != ev_o[:-1]])
     base = np.repeat(cum[start] - up[start], np.diff(np.r_[start, ev_o.size]))
     chosen = np.zeros(ev.size + 1, dtype=bool)
-    chosen[order[cum - up - base < 2.0 * energy[ev_o]]] = True
+    chosen[order[cum - up - base < _START_NEED_FACTOR * energy[ev_o]]] = True
     chosen[-1] = True
     return chosen
 
@@ -448,84 +441,3 @@ def _solve_cvxpy(cost: FloatArray, a_mat: sp.csc_matrix, rhs: FloatArray, col_up
     stats = prob.solver_stats
     seconds = float(stats.solve_time or 0.0) if stats is not None else 0.0
     return LPResult(str(prob.status), prob.status == cp.OPTIMAL, x, seconds)
-
-
-def _layout(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArray, start_b: IntArray,
-            blen: IntArray) -> FloatArray:
-    """Block energies ``y`` [kWh] to step powers [kW]: step 0 fairly and full, then block by block.
-
-    See "The first step" and "Inside a block" in the module doc.
-    """
-    h = problem.step_hours
-    pmax = problem.max_power_kw
-    first = blk == 0
-    step0 = np.zeros(0)
-    if first.any() and blen[0] >= 1:
-        rows = ev[first]
-        y0 = y[first]
-        must = np.maximum(y0 / h - (blen[0] - 1) * pmax[rows], 0.0)
-        # Every EV with energy in the block charges now, at least at its minimum, when all the
-        # minimums fit; otherwise only what must be delivered now is held (the repair pulses it).
-        room = float(problem.site_limit_kw[0])
-        lo = np.where(y0 > 0, np.maximum(problem.min_power_kw[rows], must), 0.0)
-        if float(lo.sum()) > room:
-            lo = must
-        top = np.maximum(np.minimum(pmax[rows], y0 / h), lo)
-        done = problem.delivered[rows]
-        total = done + problem.energy_kwh[rows]
-        # Water-filling on (D + h p) / N: shift by D / h so the common level is on the totals.
-        shift = done / h
-        step0 = water_fill(lo + shift, top + shift, room + float(shift.sum()), weight=total / h) - shift
-        step0 = np.clip(step0, lo, top)
-        y = y.copy()
-        y[first] = np.maximum(y0 - step0 * h, 0.0)
-        if blen[0] == 1:
-            y[first] = 0.0
-    # Step 0 becomes its own block; the rest of block 0 starts at step 1.
-    start_r, blen_r = start_b.copy(), blen.copy()
-    if step0.size:
-        start_r[0] += 1
-        blen_r[0] -= 1
-    rest = _spread_in_blocks(problem, y, ev, blk, start_r, blen_r)
-    if step0.size:
-        rest[ev[first], 0] = step0
-    return rest
-
-
-def _spread_in_blocks(problem: Problem, y: FloatArray, ev: IntArray, blk: IntArray, start_b: IntArray,
-                      blen: IntArray) -> FloatArray:
-    """Turn block energies ``y`` [kWh] into step powers [kW], as early as the block allows.
-
-    In block ``b`` every EV's flat rate ``f_j = y_j / (len_b * h)`` is scaled by the common factor
-    ``C_b / sum_b f`` (the site's capacity over the block's flat load, >= 1) and capped at the EV's
-    maximum; the EV draws that rate from the block's first step until its energy is in (the last
-    step partial). The rates of a block add up to at most ``C_b``, each is at least ``f_j`` (so
-    everything fits in the block), and EVs sharing a binding limit get powers in proportion to
-    their block energies: equal energies, equal and flat powers.
-    """
-    n, n_steps, h = problem.n_evs, problem.n_steps, problem.step_hours
-    n_blocks = blen.size
-    length = blen[blk]
-    safe_len = np.where(length > 0, length, 1)
-    flat = np.where(length > 0, y / (safe_len * h), 0.0)
-    flat_sum = np.bincount(blk, weights=flat, minlength=n_blocks)
-    room = problem.site_limit_kw[np.minimum(start_b, n_steps - 1)]
-    factor = np.where(flat_sum > 0, room / np.where(flat_sum > 0, flat_sum, 1.0), 1.0)
-    rate = np.maximum(np.minimum(problem.max_power_kw[ev], factor[blk] * flat), flat)
-    steps = np.where(rate > 0, y / (np.where(rate > 0, rate, 1.0) * h), 0.0)
-    full = np.minimum(np.floor(steps + 1e-9), length).astype(np.int64)
-    rest = np.maximum(y / h - full * rate, 0.0)
-
-    rate_b = np.zeros((n, n_blocks))
-    full_b = np.zeros((n, n_blocks), dtype=np.int64)
-    rest_b = np.zeros((n, n_blocks))
-    rate_b[ev, blk], full_b[ev, blk], rest_b[ev, blk] = rate, full, rest
-    # The blocks tile the steps from start_b[0] to the horizon end.
-    block_of = np.repeat(np.arange(n_blocks), blen)
-    k0 = int(start_b[0])
-    rel = (np.arange(k0, k0 + block_of.size) - start_b[block_of])[None, :]
-    full_k = full_b[:, block_of]
-    power = np.zeros((n, n_steps))
-    power[:, k0:k0 + block_of.size] = np.where(
-        rel < full_k, rate_b[:, block_of], np.where(rel == full_k, rest_b[:, block_of], 0.0))
-    return power
