@@ -55,20 +55,26 @@ def _progress(total_hint: str) -> tuple[Callable[[int, int], None] | None, Calla
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Save the realised power as PNG (top EVs + the rest as one band + a heat map of all).")
 @click.option("--top", type=click.IntRange(min=1), help="List only the N EVs with the lowest delivered share.")
+@click.option("--measured-draw/--no-measured-draw", default=False, show_default=True,
+              help="Plan each car with what it was measured to draw, and count chargers that ignore their "
+                   "profile at their draw (the scenario's optional 'car' objects model such cars).")
 def simulate_command(scenario: Path, algorithm: str, known_departures: bool, battery_kwh: float | None,
-                     horizon_s: int | None, output: Path | None, plot: Path | None, top: int | None) -> None:
+                     horizon_s: int | None, output: Path | None, plot: Path | None, top: int | None,
+                     measured_draw: bool) -> None:
     """Replay a scenario in closed loop, in simulated time, and report what each EV got.
 
     One planning cycle runs at every step and on every arrival and departure, through the same
     planner, validator and profiles as `optivgi run`. The report on standard output is the same
     on every run; cycle times and the progress bar go to standard error.
     """
+    from optivgi.cars import load_cars
     from optivgi.plugins import load_algorithm
     from optivgi.scenario import load_scenario
     from optivgi.simulate import simulate
 
     try:
         sc = load_scenario(scenario)
+        cars = load_cars(scenario)
         algo = load_algorithm(algorithm)
         if horizon_s is not None and horizon_s % sc.resolution_s:
             raise click.BadParameter(f"must be a multiple of the scenario's resolution_s ({sc.resolution_s})",
@@ -76,7 +82,8 @@ def simulate_command(scenario: Path, algorithm: str, known_departures: bool, bat
         update, close = _progress(f"{sc.name} ({algo.name})")
         try:
             result = simulate(sc, algo, known_departures=known_departures, horizon_s=horizon_s,
-                              battery_kwh=battery_kwh, progress=update)
+                              battery_kwh=battery_kwh, progress=update, cars=cars,
+                              measured_draw=measured_draw)
         finally:
             close()
     except OptiVGIError as exc:

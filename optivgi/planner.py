@@ -132,8 +132,9 @@ def _from_previous(problem: Problem, previous: PowerSchedule, fallback: Algorith
     planned = np.isin(np.asarray(problem.ids, dtype=object), np.asarray(previous.ev_ids, dtype=object))
     if (~planned).any():
         headroom = np.maximum(problem.site_limit_kw - power[planned].sum(axis=0), 0.0)
-        sub = problem.select(~planned, headroom)
-        power[~planned] = validate_schedule(sub, fallback.solve(sub))
+        network = None if problem.network is None else problem.network.reserve(power[planned], planned)
+        sub = problem.select(~planned, headroom, network)
+        power[~planned] = validate_schedule(sub, _fit_network(sub, fallback, fallback.solve(sub)))
     return validate_schedule(problem, power)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,12 +34,17 @@ import attrs
 import numpy as np
 
 from optivgi.algorithms.base import Algorithm, FloatArray
+from optivgi.cars import CarModel
 from optivgi.clock import ManualClock
+from optivgi.compliance import ComplianceRules
 from optivgi.config import Settings
+from optivgi.draw import DrawRules
 from optivgi.loop import CycleReport, Scheduler
+from optivgi.measured import MeasuredDrawTranslation
 from optivgi.models.schedule import PowerSchedule
 from optivgi.scenario import Scenario
 from optivgi.simulated import SimEvent, SimulatedTranslation
+from optivgi.translation import Translation
 
 __all__ = ["EVOutcome", "SimulationResult", "simulate"]
 
@@ -139,6 +144,10 @@ class SimulationResult:
         failed_cycles: cycles in which a group failed.
         fallback_cycles: cycles in which the planner fell back to another algorithm.
         cycle_seconds: wall time of each cycle [s] (the only figure that varies between runs).
+        measured_draw: whether the planner used measured draw and the compliance watch.
+        verdicts: ``(seconds from the scenario's now, EV id, "flagged" | "cleared")`` of the
+            compliance watch, in order.
+        segments: ``(start, end, site power [kW], site limit [kW])`` of every simulated segment.
     """
 
     scenario: Scenario
@@ -155,6 +164,9 @@ class SimulationResult:
     failed_cycles: int
     fallback_cycles: int
     cycle_seconds: FloatArray
+    measured_draw: bool = False
+    verdicts: tuple[tuple[float, str, str], ...] = ()
+    segments: tuple[tuple[datetime, datetime, float, float], ...] = ()
 
     @property
     def delivered_kwh(self) -> float:
@@ -209,6 +221,7 @@ class SimulationResult:
             "jain_index": None if self.jain_index is None else round(self.jain_index, 6),
             "peak_kw": round(self.peak_kw, 6),
             "violations": self.violations,
+            "measured_draw": self.measured_draw,
             "delivered_kwh_by_ev": {e.ev_id: round(e.delivered_kwh, 6) for e in self.evs},
         }
         return doc
@@ -222,7 +235,8 @@ class SimulationResult:
         lines = [f"{sc.name}: {len(sc.evs)} EVs, {sc.n_steps} steps of {sc.resolution_s} s, algorithm "
                  f"{self.algorithm}, departures "
                  f"{'known' if self.known_departures else 'unknown (horizon end assumed)'}"
-                 + (f", battery taper ({self.battery_kwh:g} kWh)" if self.battery_kwh else "")]
+                 + (f", battery taper ({self.battery_kwh:g} kWh)" if self.battery_kwh else "")
+                 + (", planned with measured draw" if self.measured_draw else "")]
         width = max([len(e.ev_id) for e in self.evs] + [2]) + 2
         swidth = max([len(e.station) for e in self.evs] + [7]) + 2
         lines.append(f"{'EV':<{width}}{'station':<{swidth}}{'arrival':>8}{'departure':>10}{'needed kWh':>12}"
@@ -271,6 +285,10 @@ def simulate(
     on_cycle: Callable[[CycleReport], None] | None = None,
     on_event: Callable[[SimEvent], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cars: Mapping[str, CarModel] | None = None,
+    measured_draw: bool = False,
+    draw_rules: DrawRules | None = None,
+    compliance_rules: ComplianceRules | None = None,
 ) -> SimulationResult:
     """Replay ``scenario`` in closed loop under ``algorithm`` and return what was delivered.
 
@@ -286,6 +304,13 @@ def simulate(
         on_cycle: called with each cycle's :class:`~optivgi.loop.CycleReport`.
         on_event: called with each arrival and departure, when it happens in simulated time.
         progress: called as ``progress(steps_done, steps_total)`` after each step.
+        cars: per EV id, how the car really behaves (on-board limit, own battery, a charger
+            that ignores its profile; :mod:`optivgi.cars`, e.g. :func:`~optivgi.cars.load_cars`).
+        measured_draw: plan with each car's measured draw (:mod:`optivgi.draw`) and watch
+            compliance (:mod:`optivgi.compliance`) through
+            :class:`~optivgi.measured.MeasuredDrawTranslation`.
+        draw_rules: tolerances of the draw estimate (with ``measured_draw``).
+        compliance_rules: tolerances of the compliance watch (with ``measured_draw``).
 
     Returns:
         The per-EV outcomes, the realised power per step and the totals. Everything but
@@ -298,7 +323,14 @@ def simulate(
     clock = ManualClock(scenario.now)
     translation = SimulatedTranslation(scenario, clock=clock, known_departures=known_departures,
                                        horizon_s=horizon, on_event=on_event, voltage=voltage,
-                                       battery_kwh=battery_kwh, keep_timeline=False)
+                                       battery_kwh=battery_kwh, keep_timeline=False, cars=cars)
+    verdicts: list[tuple[float, str, str]] = []
+    planned: Translation = translation
+    if measured_draw:
+        planned = MeasuredDrawTranslation(
+            translation, lambda: (translation.meter_kw(), translation.limit_in_force_kw()),
+            lambda: (clock.now() - scenario.now).total_seconds(), draw_rules=draw_rules,
+            compliance_rules=compliance_rules, on_verdict=lambda t, ev, v: verdicts.append((t, ev, v.value)))
     limit0 = float(scenario.site.limit_series(1)[0])
     settings = Settings(translation="simulated", algorithm=algo.name, site_power_limit_kw=limit0,
                         resolution_s=res, horizon_s=horizon, interval_s=float(res), charging_rate_unit="W")
@@ -313,7 +345,7 @@ def simulate(
         if on_cycle is not None:
             on_cycle(report)
 
-    scheduler = Scheduler(translation, algo, settings, clock=clock, on_cycle=collect)
+    scheduler = Scheduler(planned, algo, settings, clock=clock, on_cycle=collect)
     evs = scenario.evs
     ids = [str(ev.ev_id) for ev in evs]
     offset = np.array([(ev.arrival_time - scenario.now).total_seconds() for ev in evs])
@@ -342,7 +374,7 @@ def simulate(
             scheduler.run_cycle(reason)
 
     j = 0
-    with translation:
+    with planned:
         for k in range(end_step):
             t0 = float(k * res)
             cycle_at(t0, "start" if k == 0 else "step")
@@ -358,8 +390,10 @@ def simulate(
         snapshots[end_step:] = delivered()
     power = (np.diff(snapshots, axis=0).T / (res / 3600.0)) if evs else np.zeros((0, n_steps))
     power = np.maximum(power, 0.0)
-    return _result(scenario, algo.name, translation, power, horizon, known_departures, battery_kwh,
-                   scheduler, fallbacks, seconds)
+    result = _result(scenario, algo.name, translation, power, horizon, known_departures, battery_kwh,
+                     scheduler, fallbacks, seconds)
+    return attrs.evolve(result, measured_draw=measured_draw, verdicts=tuple(verdicts),
+                        segments=tuple(translation.segments))
 
 
 def _result(scenario: Scenario, algorithm: str, translation: SimulatedTranslation, power: FloatArray,

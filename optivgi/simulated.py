@@ -26,6 +26,7 @@ from typing import Any, Self
 import attrs
 import numpy as np
 
+from optivgi.cars import CarModel
 from optivgi.clock import AcceleratedClock, Clock
 from optivgi.config import Settings
 from optivgi.models.ev import EV, ChargingRateUnit
@@ -63,6 +64,7 @@ class SimEvent:
 #: Taper of the optional battery model: constant power until this share of the battery is
 #: full, then linear to 0 at full (the same model as the CitrineOS charger simulator's car).
 TAPER_START_SOC = 0.8
+_PLAIN_CAR = CarModel()
 
 
 @attrs.define
@@ -123,6 +125,8 @@ class SimulatedTranslation(Translation):
             its need is met).
         keep_timeline: keep every change of drawn power in :attr:`timeline` (a long replay of a
             large fleet may switch it off; :attr:`segments` is always kept).
+        cars: per EV id, how the car really behaves (:class:`~optivgi.cars.CarModel`: an
+            on-board limit, its own battery for the taper, a charger that ignores profiles).
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class SimulatedTranslation(Translation):
         voltage: float = 240.0,
         battery_kwh: float | None = None,
         keep_timeline: bool = True,
+        cars: Mapping[str, CarModel] | None = None,
     ) -> None:
         if battery_kwh is not None and not battery_kwh > 0:
             raise ValueError(f"'battery_kwh' must be > 0, got {battery_kwh!r}")
@@ -148,6 +153,9 @@ class SimulatedTranslation(Translation):
         self.battery_kwh = battery_kwh
         self.keep_timeline = keep_timeline
         self._states = {str(ev.ev_id): _State(ev) for ev in self.scenario.evs}
+        self.cars: dict[str, CarModel] = dict(cars or {})
+        self._car_switches = sorted({ev.arrival_time + timedelta(seconds=s) for ev in self.scenario.evs
+                                     for s in self.cars.get(str(ev.ev_id), CarModel()).rogue_switches_s()})
         self._lock = threading.RLock()
         self._t = self.scenario.now
         self._events = sorted(
@@ -185,19 +193,46 @@ class SimulatedTranslation(Translation):
     def _present(self, st: _State, t: datetime) -> bool:
         return st.ev.arrival_time <= t < st.ev.departure_time
 
+    def _car(self, st: _State) -> CarModel:
+        return self.cars.get(str(st.ev.ev_id), _PLAIN_CAR)
+
+    def _car_max_kw(self, st: _State) -> float:
+        return self._car(st).max_kw(st.ev.max_power_kw)
+
+    def _battery_kwh(self, st: _State) -> float | None:
+        car = self._car(st).battery_kwh
+        return self.battery_kwh if car is None else car
+
+    def _rogue(self, st: _State, t: datetime) -> bool:
+        return self._car(st).rogue_at((t - st.ev.arrival_time).total_seconds())
+
     def _accept_kw(self, st: _State) -> float:
         """What the car itself accepts now [kW]: its max, less in the battery's taper."""
         remaining = st.ev.energy_kwh - st.delivered_kwh
         if remaining <= 1e-9:
             return 0.0
-        if self.battery_kwh is None:
-            return st.ev.max_power_kw
-        return min(st.ev.max_power_kw, st.ev.max_power_kw * remaining / ((1.0 - TAPER_START_SOC) * self.battery_kwh))
+        pmax, battery = self._car_max_kw(st), self._battery_kwh(st)
+        if battery is None:
+            return pmax
+        return min(pmax, pmax * remaining / ((1.0 - TAPER_START_SOC) * battery))
 
     def _draw_kw(self, st: _State, t: datetime) -> float:
         if not self._present(st, t):
             return 0.0
-        return min(self._accept_kw(st), st.limit_kw(t))
+        return self._accept_kw(st) if self._rogue(st, t) else min(self._accept_kw(st), st.limit_kw(t))
+
+    def meter_kw(self) -> dict[str, float]:
+        """Measured draw [kW] of each connected EV now (what a meter would report)."""
+        with self._lock:
+            return {ev_id: self._draw_kw(st, self._t) for ev_id, st in self._states.items()
+                    if self._present(st, self._t)}
+
+    def limit_in_force_kw(self) -> dict[str, float | None]:
+        """The limit [kW] of the profile each connected EV's charger accepted and holds now
+        (None before its first profile)."""
+        with self._lock:
+            return {ev_id: None if st.profile is None else st.limit_kw(self._t)
+                    for ev_id, st in self._states.items() if self._present(st, self._t)}
 
     def _powers(self, t: datetime) -> dict[str, float]:
         return {ev_id: self._draw_kw(st, t) for ev_id, st in self._states.items()}
@@ -223,6 +258,9 @@ class SimulatedTranslation(Translation):
         res = self.scenario.resolution_s
         k = math.floor((t0 - self.scenario.now).total_seconds() / res) + 1
         nxt = min(nxt, self.scenario.now + timedelta(seconds=k * res))
+        i = bisect.bisect_right(self._car_switches, t0)
+        if i < len(self._car_switches):
+            nxt = min(nxt, self._car_switches[i])
         for st in self._states.values():
             change = st.next_change(t0)
             if change is not None and change < nxt:
@@ -233,12 +271,13 @@ class SimulatedTranslation(Translation):
         """Energy [kWh] the car takes in ``hours`` under a profile limit ``limit`` [kW] (exact,
         taper included)."""
         remaining = st.ev.energy_kwh - st.delivered_kwh
-        cap = min(limit, st.ev.max_power_kw)
+        pmax, battery = self._car_max_kw(st), self._battery_kwh(st)
+        cap = min(limit, pmax)
         if remaining <= 1e-9 or cap <= 0:
             return 0.0
-        if self.battery_kwh is None:
+        if battery is None:
             return min(remaining, cap * hours)
-        rate = st.ev.max_power_kw / ((1.0 - TAPER_START_SOC) * self.battery_kwh)  # [1/h] in the taper
+        rate = pmax / ((1.0 - TAPER_START_SOC) * battery)  # [1/h] in the taper
         knee = cap / rate  # below this remaining need the battery, not the profile, decides
         if remaining > knee:
             t_flat = (remaining - knee) / cap
@@ -271,7 +310,8 @@ class SimulatedTranslation(Translation):
                             st.held_full_s += seconds
                         else:
                             st.held_room_s += seconds
-                    got = self._integrate(st, st.limit_kw(self._t), hours)
+                    limit = math.inf if self._rogue(st, self._t) else st.limit_kw(self._t)
+                    got = self._integrate(st, limit, hours)
                     st.delivered_kwh = min(st.ev.energy_kwh, st.delivered_kwh + got)
                 self._t = nxt
                 self._record(self._t)
