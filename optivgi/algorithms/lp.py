@@ -84,10 +84,13 @@ The first step
     closed loop only ever applies the first step. Step 0 is therefore laid out on its own: each EV
     of the first block gets at least what it must have now for the rest of its block energy to
     fit at its max power in the block's remaining steps (``u_j = max(0, y_j / h - (len - 1) max_i)``);
-    on top of that the step's limit is shared by water-filling on the session totals, raising the
-    lowest ``(D_i + h p_i) / N_i`` first, each EV capped at its max and at its block energy. So the
-    step is filled whenever the block's energies allow, and a car that got less so far is served
-    first: no energy is held back for a departure time nobody knows. What is left of each block
+    when all of them fit, at least its minimum; on top of that the step's limit is shared by
+    water-filling on the totals each EV would reach if it held its power through the block,
+    ``(D_i + len h p_i) / N_i``, lowest first, each EV capped at its max and at its block energy.
+    So the step is filled whenever the block's energies allow and no energy is held back for a
+    departure time nobody knows; over a short block a car that got less so far comes first, over
+    a long one (departures unknown) the powers are nearly equal, so a car that leaves early is not
+    starved for the late arrivals. What is left of each block
     energy fits flat in the remaining steps (each ``<= max * (len - 1) * h`` and their sum
     ``<= C * (len - 1) * h``, because the step gave either the whole limit or every EV its cap), so
     the rest of the block is laid out as every other block.

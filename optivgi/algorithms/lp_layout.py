@@ -101,11 +101,13 @@ def layout(problem: Problem, y: FloatArray, ev: Index, blk: Index, start_b: IntA
         if float(lo.sum()) > room:
             lo = must
         top = np.maximum(np.minimum(pmax[rows], y0 / h), lo)
+        # Water-filling on the totals each EV would reach if it held this power through the
+        # block, (D + len h p) / N: lowest totals first, and nearly equal powers over long blocks.
         done = problem.delivered[rows]
-        total = done + problem.energy_kwh[rows]
-        # Water-filling on (D + h p) / N: shift by D / h so the common level is on the totals.
-        shift = done / h
-        step0 = water_fill(lo + shift, top + shift, room + float(shift.sum()), weight=total / h) - shift
+        span = float(blen[0]) * h
+        shift = done / span
+        step0 = water_fill(lo + shift, top + shift, room + float(shift.sum()),
+                           weight=(done + problem.energy_kwh[rows]) / span) - shift
         step0 = np.clip(step0, lo, top)
         y = y.copy()
         y[first] = np.maximum(y0 - step0 * h, 0.0)
