@@ -1,5 +1,4 @@
-"""The verifier's four checks on the latest run's cycles, and the report that gathers them.
-"""
+"""The verifier's four checks on the latest run's cycles, and the report that gathers them."""
 
 from __future__ import annotations
 

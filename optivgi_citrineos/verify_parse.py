@@ -1,5 +1,4 @@
-"""Profile records from CitrineOS's rows: ``OCPPMessages`` request/answer pairs and ``ChargingProfiles``.
-"""
+"""Profile records from CitrineOS's rows: ``OCPPMessages`` request/answer pairs and ``ChargingProfiles``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The verifier's chart: each EV's allocation per cycle, stacked, with the site limit.
-"""
+"""The verifier's chart: each EV's allocation per cycle, stacked, with the site limit."""
 
 from __future__ import annotations
 

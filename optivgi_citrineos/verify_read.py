@@ -1,5 +1,4 @@
-"""Reading the verifier's data from CitrineOS: Hasura GraphQL, or plain SQL on its database.
-"""
+"""Reading the verifier's data from CitrineOS: Hasura GraphQL, or plain SQL on its database."""
 
 from __future__ import annotations
 
