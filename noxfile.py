@@ -14,9 +14,19 @@ ALL_EXTRAS = ".[citrineos,plot,dev]"
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (it starts its own PostgreSQL and RabbitMQ: see tests/services.py)."""
+    """Run the test suite (it starts its own PostgreSQL and RabbitMQ: see tests/services.py).
+
+    The closed-loop replays of 200-EV fleets (marker ``heavy``) run in ``nox -s heavy``.
+    """
     session.install(ALL_EXTRAS)
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.run("pytest", "-m", "not heavy", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def heavy(session: nox.Session) -> None:
+    """The closed-loop replays of 200-EV fleets (minutes each on two cores)."""
+    session.install(ALL_EXTRAS)
+    session.run("pytest", "-m", "heavy", *(session.posargs or ["-q"]))
 
 
 @nox.session(python=PYTHON)

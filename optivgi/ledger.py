@@ -88,6 +88,18 @@ class _Connector:
     unknown: Unknown | None = None
 
 
+class _Keys(list[ConnectorKey]):
+    """A sorted list of connector keys whose membership test is a set look-up."""
+
+    def __init__(self, keys: Iterable[ConnectorKey]) -> None:
+        unique = frozenset(keys)
+        super().__init__(sorted(unique))
+        self._set = unique
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._set
+
+
 class Ledger:
     """What every connector's charger applies now and until when, from what it accepted.
 
@@ -99,6 +111,9 @@ class Ledger:
 
     def __init__(self) -> None:
         self._connectors: dict[ConnectorKey, _Connector] = {}
+        # Sorted keys with set membership, and keys per station: rebuilt when a connector is added.
+        self._keys: _Keys | None = None
+        self._by_station: dict[str, list[ConnectorKey]] = {}
         self._records: dict[str, list[ProfileRecord]] = {}
         self._unresolved: dict[str, list[_Pending]] = {}
         self._station_unknown: dict[str, Unknown] = {}
@@ -121,6 +136,9 @@ class Ledger:
         state = self._connectors.get(key)
         if state is None:
             state = self._connectors[key] = _Connector(max_kw, fallback_kw)
+            self._keys = None
+            self._by_station.setdefault(key[0], []).append(key)
+            self._by_station[key[0]].sort()
             state.unknown = unknown or self._station_unknown.get(key[0])
         else:
             state.max_kw, state.fallback_kw = max_kw, fallback_kw
@@ -130,12 +148,14 @@ class Ledger:
 
     @property
     def connectors(self) -> list[ConnectorKey]:
-        """Every registered connector key, sorted."""
-        return sorted(self._connectors)
+        """Every registered connector key, sorted (``key in ledger.connectors`` is a set look-up)."""
+        if self._keys is None:
+            self._keys = _Keys(self._connectors)
+        return self._keys
 
     def connectors_of(self, station_id: str) -> list[ConnectorKey]:
         """The registered connector keys of one station."""
-        return [k for k in self.connectors if k[0] == station_id]
+        return list(self._by_station.get(station_id, ()))
 
     def stations(self) -> list[str]:
         """Every station with a registered connector."""

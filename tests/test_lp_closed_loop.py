@@ -37,7 +37,8 @@ def _replay(scenarios_dir: Path, name: str, known: bool) -> tuple[float, float, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fleet-50", "fleet-200", "fleet-50-scarce", "fleet-200-scarce"])
+@pytest.mark.parametrize("name", ["fleet-50", pytest.param("fleet-200", marks=pytest.mark.heavy), "fleet-50-scarce",
+                                  pytest.param("fleet-200-scarce", marks=pytest.mark.heavy)])
 def test_unknown_departures_lose_no_energy_to_spreading(scenarios_dir: Path, name: str) -> None:
     delivered, _, d_max, _ = _replay(scenarios_dir, name, known=False)
     assert delivered <= d_max + 1e-6

@@ -97,7 +97,8 @@ def test_on_board_limit_and_taper_in_the_simulated_car() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fleet-50-measured", "fleet-50-scarce-measured", "fleet-200-measured"])
+@pytest.mark.parametrize("name", ["fleet-50-measured", "fleet-50-scarce-measured",
+                                  pytest.param("fleet-200-measured", marks=pytest.mark.heavy)])
 def test_measured_draw_delivers_more_on_the_generated_fleets(name: str) -> None:
     path = DATA / f"{name}.json"
     scenario, cars = load_scenario(path), load_cars(path)
