@@ -172,21 +172,10 @@ class Station201(Station):
     # --- boot and status ---------------------------------------------------------------------
 
     async def _boot_and_heartbeat(self, client: Any) -> None:
-        while True:
-            result = await self._raw_call(client, call.BootNotification(
-                charging_station={"model": self.config.model, "vendor_name": self.config.vendor,
-                                  "serial_number": self.station_id[:25]},
-                reason="PowerUp"))
-            if result is not None and result.status == "Accepted":
-                break
-            retry = result.interval if result is not None and result.interval > 0 else 10
-            logger.warning("%s: BootNotification %s; retrying in %s s", self.station_id,
-                           result.status if result is not None else "failed", retry)
-            await asyncio.sleep(retry)
-        interval = self.config.heartbeat_interval_s or (result.interval if result.interval > 0 else 60)
-        with self._lock:
-            self._online.set()
-            self.advance(self.clock.now())
+        interval = await self._boot(client, call.BootNotification(
+            charging_station={"model": self.config.model, "vendor_name": self.config.vendor,
+                              "serial_number": self.station_id[:25]},
+            reason="PowerUp"))
         logger.info("%s: BootNotification accepted (OCPP 2.0.1), heartbeat every %g s", self.station_id, interval)
         for c in self.connectors.values():
             await self._sync_status(c)

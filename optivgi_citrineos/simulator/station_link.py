@@ -152,26 +152,29 @@ class _LinkedStation(_MeteredStation):
                     # Unknown to the CSMS after a reconnect: report every status again.
                     c.reported = None
 
-    async def _boot_and_heartbeat(self, client: _Client) -> None:
+    async def _boot(self, client: Any, request: Any) -> float:
+        """Send ``request`` (a BootNotification) until it is accepted, waiting the interval the CSMS
+        asks for between tries; then mark the station online. Returns the heartbeat interval [s]."""
         while True:
-            result = await self._raw_call(
-                client,
-                call.BootNotification(
-                    charge_point_model=self.config.model,
-                    charge_point_vendor=self.config.vendor,
-                    charge_point_serial_number=self.station_id[:25],
-                ),
-            )
+            result = await self._raw_call(client, request)
             if result is not None and result.status == "Accepted":
                 break
             retry = result.interval if result is not None and result.interval > 0 else 10
             logger.warning("%s: BootNotification %s; retrying in %s s", self.station_id,
                            result.status if result is not None else "failed", retry)
             await asyncio.sleep(retry)
-        interval = self.config.heartbeat_interval_s or (result.interval if result.interval > 0 else 60)
+        interval: float = self.config.heartbeat_interval_s or (result.interval if result.interval > 0 else 60)
         with self._lock:
             self._online.set()
             self.advance(self.clock.now())
+        return interval
+
+    async def _boot_and_heartbeat(self, client: _Client) -> None:
+        interval = await self._boot(client, call.BootNotification(
+            charge_point_model=self.config.model,
+            charge_point_vendor=self.config.vendor,
+            charge_point_serial_number=self.station_id[:25],
+        ))
         logger.info("%s: BootNotification accepted, heartbeat every %g s", self.station_id, interval)
         await self._call(call.StatusNotification(connector_id=0, error_code="NoError", status="Available",
                                                  timestamp=iso_ms(self.clock.now())))
