@@ -17,9 +17,10 @@ import pytest
 from citrineos_testdouble import CitrineOSDouble
 from citrineos_testdouble.chargepoint import LoopThread
 from citrineos_testdouble.chargepoint201 import TestStation201
-from citrineos_testdouble.contract import AmqpRecorder, assert_same_shape, load_jsonl
+from citrineos_testdouble.contract import AmqpRecorder, RecordingMissingError, assert_same_shape, load_jsonl
 from psycopg import sql
 from psycopg.rows import dict_row
+from support import require_shared
 
 RECORDING = "amqp-messages-2.0.1.jsonl"
 VOLATILE_HEADERS = {"correlationId", "timestamp", "stationId"}
@@ -83,10 +84,18 @@ def _recorded() -> dict[tuple[str, str, str, str], dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("combo", sorted(_recorded()), ids=lambda c: "-".join(c))
+def _combos() -> list[tuple[str, str, str, str]]:
+    try:
+        return sorted(_recorded())
+    except RecordingMissingError:
+        return [("recordings", "missing", "", "")]  # the test then skips with one line (fails under CI)
+
+
+@pytest.mark.parametrize("combo", _combos(), ids=lambda c: "-".join(c))
 def test_recorded_201_combination_is_published_alike(
     recorded_flow: tuple[TestStation201, list[dict[str, Any]]], combo: tuple[str, str, str, str]
 ) -> None:
+    require_shared(f"citrineos-contract/{RECORDING}")
     station, messages = recorded_flow
     recorded = _recorded()[combo]
     ours = [m for m in messages if _combo(m) == combo]
